@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Training throughput of ticketlab's engine against a conventional PyTorch pipeline, side by side in one run.
+
+engine:       ticketlab's in-memory uint8 CIFAR-10, `ticketlab.data.Loader` (batched pad-4 crop + flip on the
+              device), `ticketlab.train.Trainer` with precision 'auto' (bf16 autocast + channels_last where fast).
+conventional: the same images as a torchvision-CIFAR10-style data set (a uint8 array in memory, one PIL image per
+              sample; or a torchvision ImageFolder of the JPEG files with `--baseline imagefolder`), per-sample PIL
+              transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with
+              `--workers` worker processes, fp32, contiguous memory, one model, a plain loop.
+
+Both train the same architecture from the same initial weights with the same SGD settings and batch size, for
+the same number of steps. Each pipeline first runs `--warmup` untimed steps (oneDNN kernel creation, worker
+start-up, the first epoch's order). The timed steps are split into rounds that alternate between the pipelines
+(ABBA order), so that a change in the machine's load hits both alike; every step is timed on its own and the
+median step time gives the images/s (robust to bursts of other processes' load). The last line printed is
+`ratio: X.XX` = engine images/s / conventional images/s.
+
+    /work/venv/bin/python benchmarks/train_throughput.py                 # ResNet-20, 40 steps each, batch 128
+    /work/venv/bin/python benchmarks/train_throughput.py --threads 1     # on a machine loaded by other jobs
+"""
+from __future__ import annotations
+import argparse, os, platform, sys, tarfile, tempfile, time
+from pathlib import Path
+
+import numpy as np, torch, torch.nn.functional as F
+
+from ticketlab.core import default_device, seed_all, resolve_precision
+from ticketlab.data import find_cifar10_jpeg, load_dataset
+from ticketlab.models import get_model, model_names
+from ticketlab.train import Callback, Trainer, TrainHparams
+
+LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the same SGD for both pipelines (constant LR: the schedule costs nothing)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog='train_throughput', description=__doc__.split('\n')[0])
+    p.add_argument('--steps', type=int, default=40, help='timed steps per pipeline (default 40)')
+    p.add_argument('--warmup', type=int, default=5, help='untimed steps per pipeline before timing (default 5)')
+    p.add_argument('--rounds', type=int, default=8, help='alternating rounds the timed steps are split into (default 8)')
+    p.add_argument('--time-limit', type=float, default=100,
+                   help='stop timing after the first round that ends past this many seconds (default 100); both pipelines '
+                        'always time the same number of steps')
+    p.add_argument('--batch-size', type=int, default=128, help='examples per step (default 128)')
+    p.add_argument('--model', default='resnet20', choices=model_names(), metavar='MODEL',
+                   help='architecture (default resnet20); one of ' + ', '.join(model_names()))
+    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
+    p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16'), help="the engine's precision (default auto)")
+    p.add_argument('--threads', type=int, default=None, help="torch's intra-op threads, for both pipelines (default: torch's, one per core)")
+    p.add_argument('--workers', type=int, default=1, help="the conventional DataLoader's num_workers (default 1)")
+    p.add_argument('--baseline', default='memory', choices=('memory', 'imagefolder'),
+                   help='conventional data: PIL images from a uint8 array in memory (default), or an ImageFolder of the JPEG '
+                        'files (unpacked into a temporary folder; decodes a JPEG per sample)')
+    a = p.parse_args(argv)
+    for k in ('steps', 'rounds', 'batch_size', 'threads'):
+        if getattr(a, k) is not None and getattr(a, k) < 1: p.error(f'--{k.replace("_", "-")} must be >= 1')
+    if a.warmup < 0 or a.workers < 0: p.error('--warmup and --workers must be >= 0')
+    a.rounds = min(a.rounds, a.steps)
+    return a
+
+
+def _sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+
+
+class StepTimer(Callback):
+    "Record the wall time of each of the trainer's steps."
+    def __init__(self, device): self.device, self.times = device, []
+    def before_step(self, t): _sync(self.device); self.t0 = time.perf_counter()
+    def after_step(self, t): _sync(self.device); self.times.append(time.perf_counter() - self.t0)
+
+
+class Engine:
+    "ticketlab: uint8 data on the device, `Loader`'s batched augmentation, `Trainer` under the precision policy."
+    def __init__(self, train, args, device):
+        hp = TrainHparams(dataset='cifar10', model=args.model, batch_size=args.batch_size, optimizer='sgd', lr=LR, momentum=MOMENTUM,
+                          weight_decay=WEIGHT_DECAY, schedule='constant', augment=True, precision=args.precision)
+        seed_all(0)
+        self.timer = StepTimer(device)
+        self.trainer = Trainer(get_model(args.model, train.num_classes, train.shape), hp, train, callbacks=[self.timer], device=device)
+
+    def run(self, n:int) -> list[float]:
+        "Train `n` more steps; their times in seconds."
+        self.timer.times = []
+        self.trainer.fit(start=self.trainer.step, end=self.trainer.step + n)
+        return self.timer.times
+
+    def close(self): pass
+
+
+class PILImages(torch.utils.data.Dataset):
+    "torchvision.datasets.CIFAR10's recipe: uint8 HWC images in memory, one PIL image per sample, then `transform`."
+    def __init__(self, x:torch.Tensor, y:torch.Tensor, transform):
+        self.x, self.y, self.transform = x.permute(0, 2, 3, 1).contiguous().numpy(), y.tolist(), transform
+    def __len__(self): return len(self.y)
+    def __getitem__(self, i):
+        from PIL import Image
+        return self.transform(Image.fromarray(self.x[i])), self.y[i]
+
+
+def extract_train_split(tarball:Path, dest:Path) -> Path:
+    "Unpack the train/ images of the CIFAR-10 JPEG archive into `dest`; the ImageFolder root."
+    with tarfile.open(tarball) as tf:
+        tf.extractall(dest, members=[m for m in tf if m.isfile() and '/train/' in f'/{m.name}'], filter='data')
+    return next(p for p in dest.rglob('train') if p.is_dir())
+
+
+class Conventional:
+    "The usual PyTorch CIFAR recipe: a DataLoader over per-sample PIL transforms, one fp32 model, SGD, a plain loop."
+    def __init__(self, train, args, device, tmp:Path):
+        import torchvision, torchvision.transforms as T
+        tfm = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(train.mean, train.std)])
+        if args.baseline == 'imagefolder': ds = torchvision.datasets.ImageFolder(str(extract_train_split(find_cifar10_jpeg(), tmp)), tfm)
+        else: ds = PILImages(train.x, train.y, tfm)
+        self.dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True, num_workers=args.workers,
+                                              persistent_workers=args.workers > 0, pin_memory=device.type == 'cuda',
+                                              generator=torch.Generator().manual_seed(0))
+        seed_all(0)
+        self.device, self.model = device, get_model(args.model, train.num_classes, train.shape).to(device)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        self.model.train()
+        self.it = iter(self.dl)
+
+    def run(self, n:int) -> list[float]:
+        "Train `n` more steps; their times in seconds (waiting for the batch included)."
+        times, dev = [], self.device
+        for _ in range(n):
+            _sync(dev); t0 = time.perf_counter()
+            try: x, y = next(self.it)
+            except StopIteration: self.it = iter(self.dl); x, y = next(self.it)
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            loss = F.cross_entropy(self.model(x), y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            _sync(dev); times.append(time.perf_counter() - t0)
+        return times
+
+    def close(self):
+        "Stop the DataLoader's worker processes."
+        if hasattr(self.it, '_shutdown_workers'): self.it._shutdown_workers()
+        self.it = None
+
+
+def busy_cpus(seconds:float=1.0) -> float|None:
+    "How many cpus other processes kept busy over the next `seconds` (from /proc/stat; None where it is absent)."
+    def snap():
+        v = [int(o) for o in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
+        return sum(v[:8]), v[3] + v[4]  # total and idle + iowait jiffies (guest time is already in user)
+    try: (t0, i0), _, (t1, i1) = snap(), time.sleep(seconds), snap()
+    except (OSError, ValueError, IndexError): return None
+    return (os.cpu_count() or 1)*(1 - (i1 - i0)/max(t1 - t0, 1))
+
+def _load(): return ' '.join(f'{v:.2f}' for v in os.getloadavg())
+def _fmt(secs, bs): return f'{bs/secs:8.1f} images/s ({1000*secs:6.1f} ms/step)'
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    src = find_cifar10_jpeg()
+    if src is None:
+        sys.exit('train_throughput: the CIFAR-10 JPEG archive was not found; ticketlab.data.find_cifar10_jpeg() looks at '
+                 '$TICKETLAB_CIFAR10_JPEG and at ../shared/data/cifar10-jpeg.tar.gz beside the checkout. '
+                 'Set TICKETLAB_CIFAR10_JPEG to the archive\'s path.')
+    if args.threads: torch.set_num_threads(args.threads)
+    device = torch.device(args.device) if args.device else default_device()
+    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('train_throughput: --device cuda, but CUDA is not available')
+    busy = busy_cpus()  # before this process does any work
+    train, _ = load_dataset('cifar10', root=src)  # decoded once, then cached as uint8 under ticketlab_home()/'cache'
+    bs, ncpu = args.batch_size, os.cpu_count()
+
+    print(f'device: {device}' + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else f' ({platform.machine()}, {ncpu} cpus)'))
+    print(f'torch: {torch.__version__}  threads: {torch.get_num_threads()}  cpu capability: {torch.backends.cpu.get_cpu_capability()}')
+    print(f'model: {args.model}  batch size: {bs}  timed steps: {args.steps} per pipeline in {args.rounds} alternating rounds  warmup: {args.warmup}')
+    print(f'engine:       ticketlab Loader (on-device crop+flip) + Trainer, precision {args.precision} -> {resolve_precision(args.precision, device)}')
+    print(f'conventional: {args.baseline} dataset + per-sample PIL transforms, DataLoader num_workers={args.workers}, fp32')
+
+    with tempfile.TemporaryDirectory(prefix='ticketlab-bench-') as tmp:
+        pipes = {'engine': Engine(train, args, device), 'conventional': Conventional(train, args, device, Path(tmp))}
+        try:
+            for p in pipes.values(): p.run(args.warmup)
+            print(f'other processes kept {busy:.1f} of {ncpu} cpus busy at the start; load average {_load()}' if busy is not None
+                  else f'load average before: {_load()}')
+            times, t_start = {k: [] for k in pipes}, time.perf_counter()
+            ends = [(r*args.steps)//args.rounds for r in range(args.rounds + 1)]
+            for r in range(args.rounds):
+                for k in (list(pipes) if r % 2 == 0 else list(pipes)[::-1]): times[k] += pipes[k].run(ends[r+1] - ends[r])
+                if r + 1 < args.rounds and time.perf_counter() - t_start > args.time_limit:
+                    print(f'time limit: stopped after round {r+1} of {args.rounds}'); break
+            print(f'load average after: {_load()}')
+        finally:
+            for p in pipes.values(): p.close()
+
+    n, med, mean = len(times['engine']), {}, {}
+    for k, ts in times.items(): med[k], mean[k] = float(np.median(ts)), float(np.mean(ts))
+    if device.type == 'cpu' and torch.get_num_threads() > 1 and busy is not None and busy > 0.25:
+        print(f'warning: other processes kept {busy:.1f} of the {ncpu} cpus busy. With {torch.get_num_threads()} threads each of the hundreds of '
+              f'parallel regions of a step then waits for a free core, a fixed cost that slows the faster pipeline the most, so '
+              f'this ratio is too low; rerun on an idle machine, or compare with --threads 1')
+    print(f'mean of {n} steps: engine {_fmt(mean["engine"], bs)}  conventional {_fmt(mean["conventional"], bs)}  '
+          f'ratio {mean["conventional"]/mean["engine"]:.2f}')
+    print(f'engine:       {_fmt(med["engine"], bs)}  median of {n} steps')
+    print(f'conventional: {_fmt(med["conventional"], bs)}  median of {n} steps')
+    print(f'ratio: {med["conventional"]/med["engine"]:.2f}')
+
+
+if __name__ == '__main__': main()
