@@ -1,0 +1,203 @@
+"IMP invariants: densities, nested masks, exact zeros in every checkpoint, rewinding, baselines, identity, determinism, CLI."
+import os, subprocess, sys
+from pathlib import Path
+import numpy as np, pandas as pd, pytest, torch
+from ticketlab.core import Step
+from ticketlab.masks import Mask
+from ticketlab.train import TrainHparams, lr_schedule
+from ticketlab.store import Store, load_data
+from ticketlab.imp import *
+from ticketlab.imp import _masked
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    "Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP threads spinning against other jobs (10x faster here)."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+HP = TrainHparams(training_steps='2ep', width=0.5, precision='fp32')   # digits, LeNet-150-50, 22 it/epoch: T = 44
+T, K = 44, 5
+
+@pytest.fixture(scope='module')
+def data(): return load_data(HP)
+
+@pytest.fixture(scope='module')
+def wr(tmp_path_factory, data):
+    "IMP-WR rewinding to step 5, 3 levels of 20%, with both baselines on every level."
+    store = Store(tmp_path_factory.mktemp('wr'))
+    recs = imp(HP, ImpHparams(levels=3, rewind_step=f'{K}it'), store, data=data)
+    base = {b: [baseline(b, HP, r, recs[0]['run'], f'{K}it', store, data=data) for r in recs[1:]] for b in BASELINES}
+    return store, recs, base
+
+def _all_checkpoints_zero(run, mask):
+    for s in run.checkpoint_steps():
+        w = run.weights(s)
+        for n, m in mask.items(): assert (w[n][~m] == 0).all(), (run, s, n)
+
+def test_density_is_0_8_to_the_level(wr):
+    _, recs, _ = wr
+    for r in recs:
+        m = r['mask']
+        assert abs(m.num_kept - 0.8**r['level'] * m.num_total) <= 1
+        assert r['density'] == pytest.approx(0.8**r['level'], abs=1 / m.num_total)
+
+def test_layerwise_density_per_layer(tmp_path, data):
+    recs = imp(HP, ImpHparams(levels=3, layerwise=True), Store(tmp_path), data=data)
+    for r in recs[1:]:
+        for n, m in r['mask'].items(): assert abs(int(m.sum()) - 0.8**r['level'] * m.numel()) <= 1, n
+
+def test_masks_nested(wr):
+    _, recs, _ = wr
+    for a, b in zip(recs, recs[1:]): assert b['mask'] <= a['mask'] and b['mask'].num_kept < a['mask'].num_kept
+
+def test_pruned_weights_exactly_zero_in_every_checkpoint(wr):
+    _, recs, base = wr
+    for r in recs[1:]: _all_checkpoints_zero(r['run'], r['mask'])
+    for rs in base.values():
+        for r in rs: _all_checkpoints_zero(r['run'], r['mask'])
+
+def test_level_mask_is_stored(wr):
+    _, recs, _ = wr
+    for r in recs[1:]: assert r['run'].mask() == r['mask']
+
+def test_rewound_weights_equal_rewind_checkpoint_on_mask(wr):
+    _, recs, _ = wr
+    W_k = recs[0]['run'].weights(K)
+    for r in recs[1:]:
+        start = r['run'].weights(K)
+        for n, v in W_k.items():
+            expect = v * r['mask'][n] if n in r['mask'] else v
+            assert torch.equal(start[n], expect), n
+
+def test_dense_run_shared_and_keeps_rewind_point(wr):
+    store, recs, _ = wr
+    assert len(store.runs('train')) == 1
+    assert recs[0]['run'].checkpoint_steps() == [K, T]
+
+def test_random_pruning_keeps_layerwise_densities(wr):
+    _, recs, base = wr
+    for imp_rec, rp in zip(recs[1:], base['random_pruning']):
+        assert imp_rec['mask'].report().kept.tolist() == rp['mask'].report().kept.tolist()
+        assert rp['mask'] != imp_rec['mask']
+        W_k = recs[0]['run'].weights(K)
+        for n, v in _masked(W_k, rp['mask']).items(): assert torch.equal(rp['run'].weights(K)[n], v)
+
+def test_reinit_same_mask_fresh_seeded_init(wr, data):
+    _, recs, base = wr
+    for imp_rec, ri in zip(recs[1:], base['reinit']):
+        assert ri['mask'] == imp_rec['mask']
+        w0, dense0 = ri['run'].weights(0), recs[0]['run'].weights(K)
+        assert not torch.equal(w0['fc1.weight'], dense0['fc1.weight'] * imp_rec['mask']['fc1.weight'])
+    # the fresh init is seeded: the same for every level of a replicate, on its mask
+    a, b = base['reinit'][0]['run'].weights(0), base['reinit'][1]['run'].weights(0)
+    m = recs[2]['mask']['fc1.weight']
+    assert torch.equal(a['fc1.weight'] * m, b['fc1.weight'])
+
+def test_levels_and_replicate_not_in_identity(tmp_path, data):
+    st = Store(tmp_path)
+    one = imp(HP, ImpHparams(levels=1), st, data=data)
+    two = imp(HP, ImpHparams(levels=2), st, data=data)
+    assert one[1]['run'].path == two[1]['run'].path and len(st.runs('imp_level')) == 2
+    # replicate 1 is hp with both seeds shifted by one, nothing else
+    df = imp_experiment(HP, ImpHparams(levels=1), replicates=2, store=st, data=data)
+    shifted = imp(HP.replace(init_seed=1, data_seed=1), ImpHparams(levels=1), st, data=data)
+    assert df[(df.replicate == 1) & (df.level == 1)].run.item() == shifted[1]['run'].name
+
+def test_imp_hparams_hash_pinned():
+    assert ImpHparams().hash == ImpHparams(levels=3).hash
+    assert ImpHparams().nondefault() == {}
+    assert ImpHparams(rewind_step='500it').hash != ImpHparams().hash
+    # pinned: renaming these would orphan stored results
+    assert ImpHparams().hash == '44136fa355b3678a'                     # sha256 of '{}'
+    assert ImpHparams(strategy='lrr', rewind_step='500it', fraction=0.5).hash == '710c6a38cf19dff5'
+
+def test_same_seeds_same_table(tmp_path, data):
+    kw = dict(replicates=2, baselines=BASELINES, data=data)
+    a = imp_experiment(HP, ImpHparams(levels=2, rewind_step='1ep'), store=Store(tmp_path/'a'), **kw)
+    b = imp_experiment(HP, ImpHparams(levels=2, rewind_step='1ep'), store=Store(tmp_path/'b'), **kw)
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns) == IMP_COLUMNS and len(a) == 2 * (3 + 2 + 2)
+    assert set(a.strategy) == {'wr', 'reinit', 'random_pruning'}
+
+def test_lrr_and_ft_start_from_previous_solution(tmp_path, data):
+    st = Store(tmp_path)
+    lrr = imp(HP, ImpHparams(strategy='lrr', levels=2), st, data=data)
+    ft = imp(HP, ImpHparams(strategy='ft', levels=2, ft_weight_decay=False), st, data=data)
+    for recs in (lrr, ft):
+        for prev, cur in zip(recs[1:], recs[2:]):
+            for n, v in _masked(prev['run'].weights(T), cur['mask']).items(): assert torch.equal(cur['run'].weights(0)[n], v)
+    assert ft[1]['run'].hparams.weight_decay == 0 and lrr[1]['run'].hparams.weight_decay == HP.weight_decay
+    assert ft[1]['run'].key['previous'] == ft[0]['run'].name and ft[1]['run'].path != lrr[1]['run'].path
+
+def test_ft_trains_at_the_final_learning_rate(tmp_path, data):
+    hp = HP.replace(schedule='multistep', milestones='1ep')
+    final = lr_schedule(hp, 22)(T - 1)
+    assert final == pytest.approx(hp.lr * hp.gamma)
+    st = Store(tmp_path)
+    recs = imp(hp, ImpHparams(strategy='ft', levels=1), st, data=data)
+    # replaying the level at the constant final LR reproduces it exactly
+    from ticketlab.train import Trainer
+    from ticketlab.store import build_model
+    tr = Trainer(build_model(hp, data[0]), hp, data[0], mask=recs[1]['mask'], lr_fn=lambda t: final)
+    tr.model.load_state_dict(recs[1]['run'].weights(0)); tr.fit(0, T)
+    for n, v in recs[1]['run'].weights(T).items(): assert torch.equal(tr.model.state_dict()[n], v), n
+
+def test_one_shot_and_varying_fractions(tmp_path, data):
+    st = Store(tmp_path)
+    recs = imp(HP, one_shot(0.1), st, data=data)
+    assert len(recs) == 2 and abs(recs[1]['mask'].num_kept - 0.1 * recs[1]['mask'].num_total) <= 1
+    recs = imp(HP, ImpHparams(fractions='0.5,0.3', levels=3), st, data=data)
+    for r, d in zip(recs[1:], (0.5, 0.35, 0.245)): assert abs(r['mask'].num_kept - d * r['mask'].num_total) <= 1
+
+def test_layers_to_ignore_stay_dense(tmp_path, data):
+    recs = imp(HP, ImpHparams(levels=2, layers_to_ignore='fc3.weight'), Store(tmp_path), data=data)
+    assert 'fc3.weight' not in recs[-1]['mask']
+    w0, w = recs[0]['run'].weights(0), recs[-1]['run'].weights(T)
+    assert (w['fc3.weight'] != 0).all()
+
+def test_adaptive(tmp_path, data):
+    recs = imp(HP.replace(training_steps='3ep'), ImpHparams(levels=2, adaptive=True), Store(tmp_path), data=data)
+    assert recs[0]['epsilon'] > 0
+    d = 1.0
+    for r in recs[1:]:
+        assert round(r['fraction'], 10) in {round(0.1 * i, 10) for i in range(2, 10)}
+        d *= 1 - r['fraction']
+        assert abs(r['mask'].num_kept - d * r['mask'].num_total) <= 1
+
+def test_bad_input():
+    with pytest.raises(ValueError, match='choose one of wr, lrr, ft'): ImpHparams(strategy='x')
+    with pytest.raises(ValueError, match='adaptive heuristic chooses'): ImpHparams(adaptive=True, fractions='0.5')
+    with pytest.raises(ValueError, match='must come before the end'): check_imp(HP, ImpHparams(rewind_step='44it'), load_data(HP)[0])
+    with pytest.raises(ValueError, match='choose from reinit, random_pruning'): imp_experiment(HP, ImpHparams(), baselines=['x'])
+
+def test_matching_and_most_extreme():
+    assert matching([0.90], [0.91, 0.93]) is False and matching([0.906], [0.91, 0.93]) is True
+    df = pd.DataFrame(dict(replicate=[0, 1] * 4, strategy=['wr'] * 8, rewind_step='0it', level=[0, 0, 1, 1, 2, 2, 3, 3],
+                           density=[1, 1, .8, .8, .64, .64, .512, .512], test_accuracy=[.9, .92, .91, .92, .85, .86, .905, .90],
+                           run=list('abcdefgh')))
+    s = imp_summary(df)
+    assert s.matching.tolist() == [True, True, False, True]
+    ext = most_extreme_matching(df)
+    assert ext.level.item() == 3 and ext.density.item() == pytest.approx(0.512)
+
+def _cli(args, cwd, home):
+    code = 'import sys; from ticketlab.imp import imp_parser, cmd_imp; p = imp_parser(); cmd_imp(p.parse_args(sys.argv[1:]), p.prog)'
+    env = dict(os.environ, TICKETLAB_HOME=str(home), OMP_NUM_THREADS='1')
+    return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+@pytest.mark.parametrize('bad', [['--strategy', 'rewind'], ['--rewind-step', '99ep'], ['--baselines', 'shuffle'],
+                                 ['--replicates', '0'], ['--fraction', '1.5'], ['--levels', 'many'], ['--model', 'resnet21']])
+def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, bad):
+    r = _cli(bad, tmp_path, tmp_path/'home')
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('ticketlab imp: error:')
+    assert not (tmp_path/'ticketlab_out').exists() and not (tmp_path/'home'/'runs').exists()
+
+def test_cli_quick_run_writes_table_csv_and_plot(tmp_path):
+    r = _cli(['--training-steps', '1ep', '--levels', '1', '--replicates', '1', '--precision', 'fp32', '--no-progress'], tmp_path, tmp_path/'home')
+    assert r.returncode == 0, r.stderr
+    out = tmp_path/'ticketlab_out'/'imp'
+    assert (out/'imp.csv').exists() and (out/'imp.png').exists()
+    assert 'most extreme matching density' in r.stdout and 'IMP-WR (k=0it)' in r.stdout
+    assert len(pd.read_csv(out/'imp.csv')) == 2 + 1 + 1
