@@ -1,0 +1,189 @@
+"Invariants of ticketlab.lmc's barriers and interpolation, and the `ticketlab lmc` command run as a user runs it."
+import os, subprocess, sys
+import numpy as np, pytest, torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+from ticketlab.core import seed_all
+from ticketlab.data import load_dataset
+from ticketlab.masks import Mask, prune_to_density
+from ticketlab.models import get_model
+from ticketlab.store import Store, train_run, load_data
+from ticketlab.train import TrainHparams, Trainer, lerp_state
+from ticketlab.lmc import (alpha_grid, barrier, barriers, midpoint_barrier, interpolation_curve, per_example_barriers,
+                           evaluate_states, perturb_state, spawn_children, final_weights, instability, weight_distances)
+
+FAST = settings(max_examples=40, deadline=None)
+
+@pytest.fixture(scope='module')
+def digits(): return load_dataset('digits')
+
+def trained(model, train, seed, epochs=3, lr=0.1, wd=1e-4):
+    "`model` trained by SGD with data-order seed `seed`; its state dict."
+    hp = TrainHparams(training_steps=f'{epochs}ep', lr=lr, weight_decay=wd, data_seed=seed, precision='fp32', batch_size=128)
+    t = Trainer(model, hp, train, device='cpu').fit()
+    return {k: v.detach().clone() for k, v in t.model.state_dict().items()}
+
+@pytest.fixture(scope='module')
+def lenets(digits):
+    "Two LeNet-300-100 solutions from one initialisation, trained on different data orders, and the template."
+    train, test = digits
+    seed_all(0); net = get_model('lenet_300_100', 10, train.shape, width=0.5)
+    w0 = {k: v.clone() for k, v in net.state_dict().items()}
+    ws = []
+    for s in (1, 2):
+        net.load_state_dict(w0); ws.append(trained(net, train, s))
+    return net, ws[0], ws[1]
+
+@pytest.fixture(scope='module')
+def small_resnet():
+    "Two tiny BatchNorm ResNets (different inits) trained briefly on synthetic data: BN statistics differ between them."
+    train, test = load_dataset('synthetic')
+    ws = []
+    for s in (0, 1):
+        seed_all(s); net = get_model('resnet20', train.num_classes, train.shape, width=0.25)
+        ws.append(trained(net, train, s, epochs=2))
+    return net, ws[0], ws[1], train, test
+
+# --- barriers: pure functions of a curve ------------------------------------------------------------------------
+
+curves = st.lists(st.floats(0, 1, allow_nan=False), min_size=3, max_size=21)
+
+@FAST
+@given(curves, st.sampled_from(['linear', 'mean']))
+def test_barrier_nonnegative_and_symmetric(v, baseline):
+    a = np.linspace(0, 1, len(v))
+    b = barrier(a, v, baseline)
+    assert b >= 0                                                  # the ends are on the grid
+    assert barrier(1 - a, v, baseline) == pytest.approx(b, abs=1e-12)   # the same path walked the other way
+
+@FAST
+@given(curves, st.floats(-1, 1), st.floats(-1, 1))
+def test_linear_barrier_ignores_affine_trends(v, c, d):
+    a = np.linspace(0, 1, len(v))
+    assert barrier(a, np.asarray(v) + c + d * a) == pytest.approx(barrier(a, v), abs=1e-9)
+
+@FAST
+@given(st.integers(3, 31).filter(lambda n: n % 2), curves)
+def test_midpoint_barrier_is_the_value_at_one_half(n, v):
+    a = alpha_grid(n)
+    v = np.resize(np.asarray(v), n)
+    assert midpoint_barrier(a, v) == pytest.approx(v[n // 2] - (v[0] + v[-1]) / 2)
+    assert barrier(a, v) >= midpoint_barrier(a, v) - 1e-12
+
+# --- barriers between networks ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('which', ['lenet', 'resnet'])
+@pytest.mark.parametrize('bn', ['interpolate', 'reestimate'])
+def test_barrier_of_a_network_with_itself_is_zero(which, bn, lenets, small_resnet, digits):
+    if which == 'lenet': net, w, _ = lenets; train, test = digits
+    else: net, w, _, train, test = small_resnet
+    b = barriers(interpolation_curve(w, w, net, {'test': test, 'train': train}, alphas=7, bn=bn, bn_data=train, device='cpu'))
+    assert (b.filter(like='barrier').to_numpy() == 0).all()
+
+@pytest.mark.parametrize('which', ['lenet', 'resnet'])
+def test_barriers_are_symmetric(which, lenets, small_resnet, digits):
+    if which == 'lenet': net, w1, w2 = lenets; _, test = digits
+    else: net, w1, w2, _, test = small_resnet
+    b12 = barriers(interpolation_curve(w1, w2, net, test, alphas=11, device='cpu'))
+    b21 = barriers(interpolation_curve(w2, w1, net, test, alphas=11, device='cpu'))
+    assert np.allclose(b12.filter(like='loss').to_numpy(), b21.filter(like='loss').to_numpy(), atol=1e-5)
+    assert np.allclose(b12.filter(like='error').to_numpy(), b21.filter(like='error').to_numpy(), atol=1.5 / len(test))
+
+@pytest.mark.parametrize('which', ['lenet', 'resnet'])
+def test_mean_per_example_loss_barrier_is_the_midpoint_loss_barrier(which, lenets, small_resnet, digits):
+    if which == 'lenet': net, w1, w2 = lenets; _, test = digits
+    else: net, w1, w2, _, test = small_resnet
+    pe = per_example_barriers(w1, w2, net, test, device='cpu')
+    b = barriers(interpolation_curve(w1, w2, net, test, alphas=3, device='cpu'))
+    assert pe.loss_barrier.mean() == pytest.approx(b.loss_barrier_mid.item(), abs=1e-6)
+    assert pe.error_barrier.mean() == pytest.approx(b.error_barrier_mid.item(), abs=1e-6)
+    assert len(pe) == len(test) and set(np.unique(pe.error_barrier)) <= {-1, -.5, 0, .5, 1}
+
+def test_convex_model_has_no_loss_barrier(digits):
+    "Logistic regression (one Linear layer) has a convex loss: the loss on the segment lies below the chord."
+    train, test = digits
+    sols = []
+    for s in (0, 1):
+        torch.manual_seed(s)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        sols.append(trained(net, train, s, epochs=5, wd=0.0))
+    w1, w2 = sols
+    assert weight_distances(w1, w2)['l2'] > 0.5                    # two different solutions
+    c = interpolation_curve(w1, w2, net, {'test': test, 'train': train}, alphas=21, device='cpu')
+    for _, g in c.groupby('split'):
+        a = g.alpha.to_numpy()
+        assert (g.loss.to_numpy() - ((1 - a) * g.loss.iloc[0] + a * g.loss.iloc[-1]) <= 1e-5).all()
+    assert (barriers(c).loss_barrier <= 1e-5).all()
+
+def test_interpolating_masked_networks_stays_in_the_mask(lenets):
+    net, w1, w2 = lenets
+    m = prune_to_density({k: v for k, v in w1.items() if k.endswith('weight')}, 0.2)
+    a, b = m.apply_({k: v.clone() for k, v in w1.items()}), m.apply_({k: v.clone() for k, v in w2.items()})
+    for x in alpha_grid(11):
+        w = lerp_state(a, b, float(x))
+        for n in m: assert (w[n][~m[n]] == 0).all()
+    p = perturb_state(a, 10.0, m, seed=3)
+    for n in m: assert (p[n][~m[n]] == 0).all()
+
+def test_masked_children_keep_the_mask(tmp_path, digits):
+    hp = TrainHparams(training_steps='2ep', batch_size=128, precision='fp32')
+    parent = train_run(hp, Store(tmp_path), ['1ep'], data=digits, progress=False)
+    m = prune_to_density({k: v for k, v in final_weights(parent).items() if k.endswith('weight')}, 0.3)
+    kids = spawn_children(parent, '1ep', n=2, mask=m, store=Store(tmp_path), data=digits, progress=False)
+    for k in kids:
+        w = final_weights(k)
+        for n in m: assert (w[n][~m[n]] == 0).all()
+    c = instability(kids, get_model('lenet_300_100', 10, digits[0].shape), digits[1], alphas=5, device='cpu')
+    assert len(c) == 5 and c.pair.unique().tolist() == ['0-1']
+
+def test_bf16_evaluation_close_to_fp32(small_resnet):
+    net, w1, w2, _, test = small_resnet
+    ws = [lerp_state(w1, w2, a) for a in (0, .5, 1)]
+    r32 = evaluate_states(net, ws, test, device='cpu', precision='fp32')
+    r16 = evaluate_states(net, ws, test, device='cpu', precision='bf16')
+    for a, b in zip(r32, r16): assert abs(a['loss'] - b['loss']) < 0.05 * max(1, a['loss'])
+
+# --- the command ------------------------------------------------------------------------------------------------
+
+CLI = 'import sys; from ticketlab.lmc import lmc_parser, cmd_lmc; p = lmc_parser(); cmd_lmc(p.parse_args(sys.argv[1:]))'
+
+def lmc(*args, cwd=None):
+    return subprocess.run([sys.executable, '-c', CLI, *args], capture_output=True, text=True, timeout=900, cwd=cwd,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+def test_cli_quick_analysis(tmp_path):
+    plot = tmp_path/'inst.png'
+    p = lmc('--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '4ep', '--steps', '0it,1ep',
+            '--plot', str(plot))
+    assert p.returncode == 0, p.stderr
+    assert 'instability' in p.stdout and 'onset of linear mode connectivity (test)' in p.stdout
+    assert plot.stat().st_size > 1000
+    lines = [l.split() for l in p.stdout.splitlines() if l.split()[:1] in (['0'], ['22'])]
+    assert len(lines) == 4                                       # two steps x two splits
+
+def test_cli_sparse_level_of_a_stored_imp_run(tmp_path):
+    from ticketlab.imp import imp, ImpHparams
+    hp = TrainHparams(training_steps='3ep')
+    levels = imp(hp, ImpHparams(fraction=0.5, levels=2, rewind_step='1ep'), Store(tmp_path/'store'))
+    p = lmc('--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '3ep', '--steps', '0it,1ep',
+            '--level', '2', '--splits', 'test', '--plot', '')
+    assert p.returncode == 0, p.stderr
+    assert f"IMP level 2 ({levels[2]['mask'].density:.3g} of the weights)" in p.stdout
+    assert not list(tmp_path.glob('*.png'))
+
+@pytest.mark.parametrize('args,expect', [
+    (['--children', '1'], '>= 2'),
+    (['--steps', '0it,99ep'], 'after the end of training'),
+    (['--steps', '12'], "'<N>it'"),
+    (['--splits', 'valid'], 'choose test, train'),
+    (['--bn', 'recompute'], 'interpolate, reestimate'),
+    (['--model', 'resnet21'], 'resnet20'),
+    (['--level', '3'], 'run `ticketlab imp`'),
+    (['--density', '1.5'], '(0, 1]'),
+    (['--plot', 'out.gif'], '.png'),
+])
+def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, args, expect):
+    p = lmc('--store', str(tmp_path/'store'), *args, cwd=tmp_path)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.count('\n') == 1 and expect in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []                        # no store, no plot
