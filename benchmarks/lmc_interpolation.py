@@ -30,6 +30,8 @@ from ticketlab.data import find_cifar10_jpeg, load_dataset
 from ticketlab.models import get_model, model_names
 from ticketlab.train import lerp_state
 from ticketlab.lmc import alpha_grid, evaluate_states
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_throughput import PILImages   # the conventional per-sample PIL dataset, shared by both benchmarks
 
 
 def parse_args(argv=None):
@@ -51,14 +53,6 @@ def parse_args(argv=None):
     return a
 
 
-class PILImages(torch.utils.data.Dataset):
-    "torchvision.datasets.CIFAR10's recipe: uint8 HWC images in memory, one PIL image per sample, then `transform`."
-    def __init__(self, x:torch.Tensor, y:torch.Tensor, transform):
-        self.x, self.y, self.transform = x.permute(0, 2, 3, 1).contiguous().numpy(), y.tolist(), transform
-    def __len__(self): return len(self.y)
-    def __getitem__(self, i):
-        from PIL import Image
-        return self.transform(Image.fromarray(self.x[i])), self.y[i]
 
 
 def conventional(model, w1, w2, alphas, test, args, device):
