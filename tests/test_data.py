@@ -8,7 +8,10 @@ from hypothesis import given, settings, strategies as st
 
 import ticketlab.data as D
 from ticketlab.data import (ImageData, Loader, load_dataset, dataset_names, find_cifar10_jpeg, channel_stats, eval_batches,
-                            class_balanced_subset, corrupt_labels, blur, rotation_task, augment_crop_flip, STATS)
+                            class_balanced_subset, corrupt_labels, random_labels, blur, rotation_task, rotate_batch,
+                            augment_crop_flip, STATS)
+
+SESSION_HOME = os.environ['TICKETLAB_HOME']    # the test session's scratch home (tests/conftest.py), never the user's
 
 CIFAR10_CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
 
@@ -184,6 +187,22 @@ def test_cache_reuse_and_invalidation(tmp_path, home, monkeypatch):
     assert not list((home/'cache').glob('*.tmp'))
 
 
+class _Evil:
+    "Unpickling this runs code (writes a marker file): a cache file must never be loaded with full unpickling."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (Path.write_text, (Path(self.marker), 'pwned'))
+
+
+def test_crafted_cache_file_runs_nothing_and_is_rebuilt(tmp_path, home):
+    _write_tree(tmp_path/'t', n=2)
+    first, _ = load_dataset('imagefolder', root=tmp_path/'t')
+    cache, = (home/'cache').glob('imagefolder-*.pt')
+    marker = tmp_path/'marker'
+    torch.save({'classes': _Evil(marker)}, cache)
+    again, _ = load_dataset('imagefolder', root=tmp_path/'t')
+    assert not marker.exists() and torch.equal(again.x, first.x)          # refused (weights_only), decoded again
+
+
 def test_digits_and_synthetic():
     tr, te = load_dataset('digits')
     assert (len(tr), len(te), tr.shape, tr.x.dtype) == (1437, 360, (1, 8, 8), torch.uint8)
@@ -202,7 +221,8 @@ def test_find_cifar10_jpeg_env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     beside_checkout = Path(D.__file__).resolve().parent.parent.parent/'shared'/'data'/'cifar10-jpeg.tar.gz'
     found = find_cifar10_jpeg()   # shared/ may be a link: compare where both paths lead
-    assert found is None or found.resolve() == beside_checkout.resolve()
+    if beside_checkout.exists(): assert found is not None and found.resolve() == beside_checkout.resolve()
+    else: assert found is None
 
 
 # ---------------------------------------------------------------- the batcher
@@ -301,23 +321,47 @@ def test_class_balanced_subset(syn):
 
 @settings(max_examples=40, deadline=None)
 @given(st.floats(0, 1), st.integers(0, 5), st.integers(2, 7), st.integers(1, 60))
-def test_corrupt_labels_exact_and_different(fraction, seed, K, N):
+def test_corrupt_labels_different_mode_exact(fraction, seed, K, N):
     y = torch.arange(N) % K
     d = ImageData(torch.zeros(N, 1, 2, 2, dtype=torch.uint8), y, [str(i) for i in range(K)], (0.,), (1.,))
-    noisy, changed = corrupt_labels(d, fraction, seed)
+    noisy, changed = corrupt_labels(d, fraction, seed, mode='different')
     assert changed.sum().item() == round(fraction*N)
     assert torch.equal(noisy.y != y, changed) and torch.equal(d.y, y)        # changed ones differ; input untouched
     assert noisy.y.min() >= 0 and noisy.y.max() < K
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.floats(0, 1), st.integers(0, 5), st.integers(2, 7), st.integers(1, 60))
+def test_corrupt_labels_uniform_mode(fraction, seed, K, N):
+    y = torch.arange(N) % K
+    d = ImageData(torch.zeros(N, 1, 2, 2, dtype=torch.uint8), y, [str(i) for i in range(K)], (0.,), (1.,))
+    noisy, changed = corrupt_labels(d, fraction, seed)
+    assert changed.sum().item() <= round(fraction*N)                        # a redrawn label may be the true one
+    assert torch.equal(noisy.y != y, changed) and noisy.y.min() >= 0 and noisy.y.max() < K
+
+
+def test_corrupt_labels_as_the_data_diet_paper_draws_them():
+    "data_diet.txt App. A: 10%/50% selected, a new label uniform over the 10 classes: ~9%/45% actually corrupted."
+    N, K = 50_000, 10
+    d = ImageData(torch.zeros(N, 1, 1, 1, dtype=torch.uint8), torch.arange(N) % K, [str(i) for i in range(K)], (0.,), (1.,))
+    for frac, expect in ((0.1, 0.09), (0.5, 0.45)):
+        noisy, changed = corrupt_labels(d, frac, seed=0)
+        assert abs(changed.float().mean().item() - expect) < 0.005
+        redrawn = noisy.y[changed]
+        assert (torch.bincount(redrawn, minlength=K).float() / len(redrawn) - 1/K).abs().max() < 0.02
+
+
 def test_corrupt_labels_uniform_and_validation():
     N, K = 20000, 5
     d = ImageData(torch.zeros(N, 1, 1, 1, dtype=torch.uint8), torch.zeros(N, dtype=torch.int64), list('abcde'), (0.,), (1.,))
-    noisy, changed = corrupt_labels(d, 1.0, seed=0)
+    noisy, changed = corrupt_labels(d, 1.0, seed=0, mode='different')
     counts = torch.bincount(noisy.y, minlength=K)
     assert counts[0] == 0 and (counts[1:].float()/N - 0.25).abs().max() < 0.02
+    rl = random_labels(d, seed=0)
+    assert ((torch.bincount(rl.y, minlength=K).float()/N - 0.2).abs().max() < 0.02) and rl.name.endswith('+random_labels')
     for bad in (-0.1, 1.1):
         with pytest.raises(ValueError, match=r'fraction must be in \[0, 1\]'): corrupt_labels(d, bad, 0)
+    with pytest.raises(ValueError, match='choose one of uniform, different'): corrupt_labels(d, 0.1, 0, mode='swap')
 
 
 def test_blur(syn):
@@ -338,10 +382,29 @@ def test_rotation_task():
     x = torch.arange(2*1*3*3, dtype=torch.uint8).view(2, 1, 3, 3)
     d = ImageData(x, torch.tensor([4, 2]), [str(i) for i in range(5)], (0.,), (1.,), 'toy')
     r = rotation_task(d)
-    assert len(r) == 8 and r.classes == ['0', '90', '180', '270'] and r.y.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    for k in range(4): assert torch.equal(r.x[2*k:2*k+2], torch.rot90(x, k, (2, 3)))
-    assert r.x[2, 0, 0].tolist() == [2, 5, 8]                                 # 90 degrees counter-clockwise
+    assert len(r) == 2 and r.classes == ['0', '90', '180', '270'] and r.rotation and not d.rotation
+    rb = rotate_batch(x.repeat(2, 1, 1, 1), torch.tensor([0, 1, 2, 3]))
+    for k in range(4): assert torch.equal(rb[k], torch.rot90(x[k % 2], k, (1, 2)))
+    assert torch.rot90(x, 1, (2, 3))[0, 0, 0].tolist() == [2, 5, 8]          # 90 degrees counter-clockwise
+    ev = list(eval_batches(r, 10, device='cpu'))
+    assert [y.tolist() for _, y in ev] == [[0, 0], [1, 1], [2, 2], [3, 3]]
     with pytest.raises(ValueError, match='square'): rotation_task(ImageData(torch.zeros(1, 1, 2, 3, dtype=torch.uint8), torch.tensor([0]), ['a'], (0.,), (1.,)))
+
+
+def test_rotation_drawn_after_crop_and_flip_one_per_presentation(syn):
+    "Each example is presented once per epoch (N, not 4N), in one rotation, applied after the crop and flip."
+    r = rotation_task(syn)
+    ld = Loader(r, batch_size=10, seed=3, augment=True, device='cpu')
+    assert ld.iterations_per_epoch == len(syn) // 10
+    plain = Loader(syn, batch_size=10, seed=3, augment=True, device='cpu')
+    seen = []
+    for step in range(ld.iterations_per_epoch):
+        (xr, k), (xa, _) = ld.batch(step), plain.batch(step)
+        assert torch.equal(xr, rotate_batch(xa, k))                         # rotation of the augmented image
+        seen.append(ld.indices(step))
+    assert sorted(torch.cat(seen).tolist()) == list(range(len(syn)))
+    ks = torch.cat([ld.batch(s)[1] for s in range(ld.iterations_per_epoch)])
+    assert torch.bincount(ks, minlength=4).min() > 0
 
 
 def test_imagedata_to_and_subset(syn):
@@ -354,7 +417,7 @@ def test_imagedata_to_and_subset(syn):
 def test_real_cifar10_jpeg(monkeypatch):
     src = find_cifar10_jpeg()
     if src is None: pytest.skip('shared CIFAR-10 archive not found: set TICKETLAB_CIFAR10_JPEG or put it at ../shared/data/cifar10-jpeg.tar.gz')
-    monkeypatch.delenv('TICKETLAB_HOME')                                    # use (and fill) the real cache
+    monkeypatch.setenv('TICKETLAB_HOME', SESSION_HOME)                      # the session's scratch cache, shared with other tests
     train, test = load_dataset('cifar10', root=src)
     assert (len(train), len(test), train.shape, train.classes) == (50_000, 10_000, (3, 32, 32), CIFAR10_CLASSES)
     assert torch.bincount(train.y).tolist() == [5000]*10 and torch.bincount(test.y).tolist() == [1000]*10

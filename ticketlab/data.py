@@ -12,10 +12,11 @@ import numpy as np, torch, torch.nn.functional as F
 from .core import ticketlab_home, atomic_torch_save, make_generator, default_device
 
 # %% auto #0
-__all__ = ['IMAGE_EXTENSIONS', 'STATS', 'DATASETS', 'channel_stats', 'ImageData', 'decode_image_folder', 'register_dataset',
-           'dataset_names', 'load_dataset', 'load_imagefolder', 'find_cifar10_jpeg', 'load_cifar10', 'load_cifar100',
-           'load_mnist', 'load_cinic10', 'load_digits', 'load_synthetic', 'augment_crop_flip', 'Loader', 'eval_batches',
-           'class_balanced_subset', 'corrupt_labels', 'blur', 'rotation_task']
+__all__ = ['IMAGE_EXTENSIONS', 'STATS', 'DATASETS', 'LABEL_NOISE_MODES', 'channel_stats', 'ImageData', 'decode_image_folder',
+           'register_dataset', 'dataset_names', 'load_dataset', 'load_imagefolder', 'find_cifar10_jpeg', 'load_cifar10',
+           'load_cifar100', 'load_mnist', 'load_cinic10', 'load_digits', 'load_synthetic', 'augment_crop_flip',
+           'rotate_batch', 'Loader', 'eval_batches', 'class_balanced_subset', 'corrupt_labels', 'random_labels', 'blur',
+           'rotation_task']
 
 # %% ../nbs/01_data.ipynb #14f58953
 def _stats_tuple(v): return tuple(round(float(o), 6) for o in v)
@@ -43,6 +44,7 @@ class ImageData:
     mean: tuple # per-channel mean on the [0,1] scale, used to normalise
     std: tuple # per-channel standard deviation on the [0,1] scale
     name: str = 'data' # where the data came from, e.g. 'cifar10' or 'cifar10+blur4'
+    rotation: bool = False # the rotation task: each presentation rotates the image by a random multiple of 90 degrees, labelled by it
 
     def __post_init__(self):
         if not (isinstance(self.x, torch.Tensor) and self.x.dtype == torch.uint8 and self.x.ndim == 4):
@@ -61,7 +63,7 @@ class ImageData:
     @property
     def device(self) -> torch.device: return self.x.device
     def __repr__(self):
-        return f'ImageData({self.name!r}: {len(self)} x {self.shape}, {self.num_classes} classes, {self.device})'
+        return f'ImageData({self.name!r}: {len(self)} x {self.shape}, {self.num_classes} classes{", rotation task" if self.rotation else ""}, {self.device})'
 
     def subset(self, idx) -> ImageData:
         "The examples at `idx` (indices or a boolean mask); normalisation statistics are kept."
@@ -362,6 +364,17 @@ def augment_crop_flip(x:torch.Tensor, # uint8 (or any dtype) images (B,C,H,W)
     idx = (dy[:, None, None] + r[:, None])*Wp + cols[:, None, :]            # (B,H,W) flat index into the padded image
     return xp.flatten(2).gather(2, idx.flatten(1)[:, None].expand(B, C, H*W)).view(B, C, H, W)
 
+def rotate_batch(x:torch.Tensor, # images (B,C,H,W), square
+                 k:torch.Tensor, # (B,) quarter turns in 0..3, counter-clockwise
+                ) -> torch.Tensor:
+    "Each image of `x` rotated by `k[i]` quarter turns."
+    if x.shape[-1] != x.shape[-2]: raise ValueError(f'rotation needs square images, got {x.shape[-2]}x{x.shape[-1]}')
+    out = x.clone()
+    for r in (1, 2, 3):
+        sel = (k == r).nonzero().squeeze(1)
+        if len(sel): out[sel] = torch.rot90(x[sel], r, (2, 3))
+    return out
+
 # %% ../nbs/01_data.ipynb #35de7d6d
 class Loader:
     "Batches of `data` for any global step, a pure function of `(seed, step)`, augmented on the device."
@@ -413,6 +426,9 @@ class Loader:
             flip = torch.rand(n, generator=g) < 0.5
             dy, dx, flip = (t.to(self.device, non_blocking=True) for t in (off[0], off[1], flip))
             x = augment_crop_flip(x, dy, dx, flip, p)
+        if self.data.rotation:                    # drawn after crop and flip: hflip∘rot90 = rot270∘hflip would blur two classes
+            y = torch.randint(0, 4, (len(idx),), generator=make_generator(self.seed, 'rotate', step)).to(self.device)
+            x = rotate_batch(x, y)
         return self.normalise(x), y
 
     def epoch(self, epoch:int):
@@ -425,12 +441,15 @@ def eval_batches(data:ImageData, # the data to walk through
                  device=None, # where batches live (`default_device()` if None)
                  memory_format=torch.contiguous_format, # of the float batches
                 ):
-    "Yield normalised `(x, y)` batches of `data` in order, without augmentation."
+    "Yield normalised `(x, y)` batches of `data` in order, without augmentation (a rotation task: each batch in its four rotations)."
     if batch_size < 1: raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     device = torch.device(device) if device is not None else default_device()
     d, (scale, shift) = data.to(device), _normaliser(data, device)
+    norm = lambda x: x.float().mul_(scale).sub_(shift).contiguous(memory_format=memory_format)
     for i in range(0, len(d), batch_size):
-        yield d.x[i:i+batch_size].float().mul_(scale).sub_(shift).contiguous(memory_format=memory_format), d.y[i:i+batch_size]
+        x, y = d.x[i:i+batch_size], d.y[i:i+batch_size]
+        if not d.rotation: yield norm(x), y; continue
+        for k in range(4): yield norm(torch.rot90(x, k, (2, 3))), torch.full_like(y, k)   # every image in all four rotations
 
 # %% ../nbs/01_data.ipynb #8c6b76bc
 def class_balanced_subset(data:ImageData, # the data to draw from
@@ -446,19 +465,31 @@ def class_balanced_subset(data:ImageData, # the data to draw from
     return data.subset(idx.to(data.device))
 
 # %% ../nbs/01_data.ipynb #5b733084
+LABEL_NOISE_MODES = ('uniform', 'different')
+
 def corrupt_labels(data:ImageData, # the data whose labels to corrupt
-                   fraction:float, # fraction of examples whose label changes, in [0,1]
-                   seed:int, # seed of which labels change and to what
+                   fraction:float, # fraction of examples selected for a new label, in [0,1]
+                   seed:int, # seed of which labels are selected and what they become
+                   mode:str='uniform', # 'uniform': a label from all K classes (data_diet.txt); 'different': one of the other K-1
                   ) -> tuple[ImageData, torch.Tensor]:
-    "A copy with `round(fraction*N)` labels changed to a different random class, and the bool mask of those changed."
+    "A copy with `round(fraction*N)` labels redrawn, and the bool mask of the labels that differ from the originals."
     if not 0 <= fraction <= 1: raise ValueError(f'fraction must be in [0, 1], got {fraction}')
+    if mode not in LABEL_NOISE_MODES: raise ValueError(f'unknown label noise mode {mode!r}; choose one of {", ".join(LABEL_NOISE_MODES)}')
     k, K = round(fraction*len(data)), data.num_classes
     if k and K < 2: raise ValueError(f'cannot change labels with only {K} class')
-    g, y = make_generator(seed, 'corrupt_labels'), data.y.cpu().clone()
+    g, y = make_generator(seed, 'corrupt_labels', mode), data.y.cpu().clone()
     idx = torch.randperm(len(data), generator=g)[:k]
-    y[idx] = (y[idx] + torch.randint(1, max(K, 2), (k,), generator=g)) % K
-    changed = torch.zeros(len(data), dtype=torch.bool); changed[idx] = True
-    return dataclasses.replace(data, y=y.to(data.device), name=f'{data.name}+noise{fraction:g}'), changed.to(data.device)
+    if mode == 'uniform': y[idx] = torch.randint(0, K, (k,), generator=g)
+    else: y[idx] = (y[idx] + torch.randint(1, max(K, 2), (k,), generator=g)) % K
+    changed = y != data.y.cpu()
+    name = f'{data.name}+noise{fraction:g}' + ('' if mode == 'uniform' else f'-{mode}')
+    return dataclasses.replace(data, y=y.to(data.device), name=name), changed.to(data.device)
+
+def random_labels(data:ImageData, # the data whose labels to replace
+                  seed:int, # seed of the new labels
+                 ) -> ImageData:
+    "A copy whose every label is drawn uniformly from the classes (pre-training on random labels)."
+    return dataclasses.replace(corrupt_labels(data, 1.0, seed, 'uniform')[0], name=f'{data.name}+random_labels')
 
 # %% ../nbs/01_data.ipynb #bf232c34
 def blur(data:ImageData, # the data to blur
@@ -478,9 +509,7 @@ def blur(data:ImageData, # the data to blur
 # %% ../nbs/01_data.ipynb #c75e08c0
 def rotation_task(data:ImageData, # square images
                  ) -> ImageData:
-    "The 4N images of `data` rotated by 0/90/180/270 degrees (counter-clockwise), labelled 0..3 by rotation."
+    "The rotation-prediction task on `data`'s images: 4 classes, the rotation drawn per example each time it is batched."
     C, H, W = data.shape
     if H != W: raise ValueError(f'rotation needs square images, got {H}x{W}')
-    x = torch.cat([torch.rot90(data.x, k, dims=(2, 3)) for k in range(4)])
-    y = torch.arange(4, device=data.device).repeat_interleave(len(data))
-    return dataclasses.replace(data, x=x, y=y, classes=['0', '90', '180', '270'], name=f'{data.name}+rotation')
+    return dataclasses.replace(data, classes=['0', '90', '180', '270'], rotation=True, name=f'{data.name}+rotation')
