@@ -121,27 +121,44 @@ def test_same_seeds_same_table(tmp_path, data):
     assert set(a.strategy) == {'wr', 'reinit', 'random_pruning'}
 
 def test_lrr_and_ft_start_from_previous_solution(tmp_path, data):
-    st = Store(tmp_path)
-    lrr = imp(HP, ImpHparams(strategy='lrr', levels=2), st, data=data)
-    ft = imp(HP, ImpHparams(strategy='ft', levels=2, ft_weight_decay=False), st, data=data)
-    for recs in (lrr, ft):
+    "Unmasking §2: LRR = A_0(m ⊙ w^(L-1), T) (steps 0 -> T), FT = A_T(m ⊙ w^(L-1), T) (steps T -> 2T)."
+    st, hp = Store(tmp_path), HP.replace(schedule='multistep', milestones='1ep')
+    lrr = imp(hp, ImpHparams(strategy='lrr', levels=2), st, data=data)
+    ft = imp(hp, ImpHparams(strategy='ft', levels=2), st, data=data)
+    for recs, start in ((lrr, 0), (ft, T)):
         for prev, cur in zip(recs[1:], recs[2:]):
-            for n, v in _masked(prev['run'].weights(T), cur['mask']).items(): assert torch.equal(cur['run'].weights(0)[n], v)
+            assert cur['run'].checkpoint_steps() == [start, start + T]
+            final = prev['run'].weights(prev['run'].checkpoint_steps()[-1])
+            for n, v in _masked(final, cur['mask']).items(): assert torch.equal(cur['run'].weights(start)[n], v)
     assert ft[1]['run'].hparams.weight_decay == 0 and lrr[1]['run'].hparams.weight_decay == HP.weight_decay
     assert ft[1]['run'].key['previous'] == ft[0]['run'].name and ft[1]['run'].path != lrr[1]['run'].path
+    # Renda et al.'s span is an option: from the rewind step to T, and a different run
+    renda = imp(hp, ImpHparams(strategy='lrr', levels=1, rewind_step=f'{K}it', retrain='from_rewind_step'), st, data=data)
+    assert renda[1]['run'].checkpoint_steps() == [K, T]
 
 def test_ft_trains_at_the_final_learning_rate(tmp_path, data):
     hp = HP.replace(schedule='multistep', milestones='1ep')
     final = lr_schedule(hp, 22)(T - 1)
-    assert final == pytest.approx(hp.lr * hp.gamma)
+    assert final == pytest.approx(hp.lr * hp.gamma) and ft_learning_rate(hp, ImpHparams(strategy='ft'), 22) == final
     st = Store(tmp_path)
     recs = imp(hp, ImpHparams(strategy='ft', levels=1), st, data=data)
-    # replaying the level at the constant final LR reproduces it exactly
+    start, end = T, 2 * T
+    w0, w1 = recs[1]['run'].weights(start), recs[1]['run'].weights(end)
+    assert max((w1[n] - w0[n]).abs().max().item() for n in recs[1]['mask']) > 1e-3     # it trains: not a no-op
+    # replaying the level from T to 2T at the constant final LR, without weight decay, reproduces it exactly
     from ticketlab.train import Trainer
     from ticketlab.store import build_model
-    tr = Trainer(build_model(hp, data[0]), hp, data[0], mask=recs[1]['mask'], lr_fn=lambda t: final)
-    tr.model.load_state_dict(recs[1]['run'].weights(0)); tr.fit(0, T)
-    for n, v in recs[1]['run'].weights(T).items(): assert torch.equal(tr.model.state_dict()[n], v), n
+    hq = hp.replace(training_steps=f'{end}it', weight_decay=0.0)
+    tr = Trainer(build_model(hq, data[0]), hq, data[0], mask=recs[1]['mask'], lr_fn=lambda t: final)
+    tr.model.load_state_dict(w0); tr.fit(start, end)
+    for n, v in w1.items(): assert torch.equal(tr.model.state_dict()[n], v), n
+
+def test_ft_needs_a_learning_rate_under_cosine(tmp_path, data):
+    with pytest.raises(ValueError, match='give ft_lr'): imp(HP, ImpHparams(strategy='ft', levels=1), Store(tmp_path), data=data)
+    assert not (tmp_path/'imp_level').exists()
+    recs = imp(HP, ImpHparams(strategy='ft', levels=1, ft_lr=0.01), Store(tmp_path), data=data)
+    w0, w1 = recs[1]['run'].weights(T), recs[1]['run'].weights(2 * T)
+    assert max((w1[n] - w0[n]).abs().max().item() for n in recs[1]['mask']) > 1e-3
 
 def test_one_shot_and_varying_fractions(tmp_path, data):
     st = Store(tmp_path)
@@ -150,20 +167,41 @@ def test_one_shot_and_varying_fractions(tmp_path, data):
     recs = imp(HP, ImpHparams(fractions='0.5,0.3', levels=3), st, data=data)
     for r, d in zip(recs[1:], (0.5, 0.35, 0.245)): assert abs(r['mask'].num_kept - d * r['mask'].num_total) <= 1
 
-def test_layers_to_ignore_stay_dense(tmp_path, data):
+def test_layers_to_ignore_stay_dense_and_count_as_kept(tmp_path, data):
     recs = imp(HP, ImpHparams(levels=2, layers_to_ignore='fc3.weight'), Store(tmp_path), data=data)
-    assert 'fc3.weight' not in recs[-1]['mask']
-    w0, w = recs[0]['run'].weights(0), recs[-1]['run'].weights(T)
+    m = recs[-1]['mask']
+    assert m['fc3.weight'].all() and recs[-1]['density'] == m.num_kept / m.num_total
+    w = recs[-1]['run'].weights(T)
     assert (w['fc3.weight'] != 0).all()
+    pruned = m.num_total - m['fc3.weight'].numel()
+    kept = m.num_kept - m['fc3.weight'].numel()
+    assert abs(kept - 0.64 * pruned) <= 1                               # the fraction is of the layers IMP prunes
+    # by default every conv and linear weight is pruned, the output layer included (the papers prune globally)
+    full = imp(HP, ImpHparams(levels=1), Store(tmp_path), data=data)[-1]['mask']
+    assert not full['fc3.weight'].all()
 
 def test_adaptive(tmp_path, data):
     recs = imp(HP.replace(training_steps='3ep'), ImpHparams(levels=2, adaptive=True), Store(tmp_path), data=data)
-    assert recs[0]['epsilon'] > 0
+    assert recs[0]['epsilon'] > 0 and recs[0]['threshold'] > recs[0]['epsilon']
+    assert len({r['threshold'] for r in recs}) == 1                     # fixed: the dense loss + ε, at every level
     d = 1.0
     for r in recs[1:]:
         assert round(r['fraction'], 10) in {round(0.1 * i, 10) for i in range(2, 10)}
         d *= 1 - r['fraction']
         assert abs(r['mask'].num_kept - d * r['mask'].num_total) <= 1
+
+def test_adaptive_epsilon_is_the_std_and_threshold_the_dense_loss(tmp_path, data, monkeypatch):
+    "App. F step 1, against a hand computation: ε = std of the last epoch's minibatch losses; θ = dense train loss + ε."
+    import ticketlab.imp as I
+    losses = [0.5, 0.7, 0.4, 0.9]
+    monkeypatch.setattr(I, 'train_loss_spread', lambda *a, **k: float(np.std(losses)))
+    monkeypatch.setattr(I, 'dense_train_loss', lambda *a, **k: 0.25)
+    seen = []
+    monkeypatch.setattr(I, 'adaptive_fraction', lambda sol, m, d, thr, *a, **k: seen.append(thr) or 0.5)
+    recs = I.imp(HP.replace(training_steps='3ep'), ImpHparams(levels=3, adaptive=True), Store(tmp_path), data=data)
+    eps = np.sqrt(np.mean((np.array(losses) - 0.625) ** 2))              # = 0.192: the std, not the range 0.5
+    assert recs[0]['epsilon'] == pytest.approx(eps) and seen == [pytest.approx(0.25 + eps)] * 3
+    assert [r['fraction'] for r in recs[1:]] == [0.5, 0.5, 0.5]
 
 def test_bad_input():
     with pytest.raises(ValueError, match='choose one of wr, lrr, ft'): ImpHparams(strategy='x')

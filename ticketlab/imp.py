@@ -17,13 +17,15 @@ from .train import *
 from .store import *
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'BASELINES', 'IMP_COLUMNS', 'ImpHparams', 'one_shot', 'dense_mask', 'prune_to', 'pretrain', 'check_imp',
-           'imp', 'baseline', 'train_loss_spread', 'path_train_losses', 'adaptive_fraction', 'replicate_hparams',
-           'imp_experiment', 'matching', 'dense_rows', 'imp_summary', 'most_extreme_matching', 'series_label',
-           'plot_imp', 'imp_parser', 'cmd_imp']
+__all__ = ['STRATEGIES', 'RETRAIN_SPANS', 'BASELINES', 'IMP_COLUMNS', 'ImpHparams', 'one_shot', 'dense_mask', 'prune_to',
+           'pretrain', 'ft_learning_rate', 'retrain_span', 'check_imp', 'imp', 'baseline', 'train_loss_spread',
+           'dense_train_loss', 'path_train_losses', 'adaptive_fraction', 'replicate_hparams', 'imp_experiment',
+           'matching', 'dense_rows', 'imp_summary', 'most_extreme_matching', 'most_extreme_matching_any_rewind',
+           'series_label', 'plot_imp', 'imp_parser', 'cmd_imp']
 
 # %% ../nbs/10_imp.ipynb #165b0130
 STRATEGIES = ('wr', 'lrr', 'ft')
+RETRAIN_SPANS = ('paper', 'from_rewind_step')
 BASELINES = ('reinit', 'random_pruning')
 
 def _parse_fractions(s:str) -> list[float]:
@@ -39,15 +41,18 @@ def _parse_fractions(s:str) -> list[float]:
 @dataclass(frozen=True)
 class ImpHparams(Hparams):
     "How IMP prunes and retrains: strategy, rewind step, pruning fraction per level, number of levels."
-    strategy: str = hp('wr', 'wr: rewind weights and schedule to rewind_step; lrr: keep the weights, rewind the schedule; '
-                       'ft: keep the weights, fine-tune at the final learning rate', choices=STRATEGIES)
+    strategy: str = hp('wr', 'wr: rewind weights and schedule to rewind_step; lrr: keep the weights, repeat the whole schedule; '
+                       'ft: keep the weights, T more steps at the fine-tuning learning rate', choices=STRATEGIES)
     rewind_step: str = hp('0it', 'the rewind step k', step=True)
     fraction: float = hp(0.2, 'fraction of the remaining prunable weights pruned at each level', lo=0, hi=1, open=(True, True))
     fractions: str = hp('', "per-level fractions, level 1 first, comma-separated, e.g. '0.5,0.2'; the last one repeats; overrides fraction")
     layerwise: bool = hp(False, 'prune the fraction within each layer instead of globally')
-    layers_to_ignore: str = hp('', "comma-separated prunable layers never pruned, e.g. 'fc.weight'")
+    layers_to_ignore: str = hp('', "comma-separated prunable layers never pruned (they count as kept), e.g. 'fc.weight'")
     levels: int = hp(10, 'pruning levels (not part of any run\'s identity)', lo=0, hash=False)
-    ft_weight_decay: bool = hp(True, 'keep weight decay when fine-tuning (ft)')
+    retrain: str = hp('paper', "lrr and ft: 'paper' retrains T steps (Unmasking §2: LRR from step 0, FT from step T); "
+                      "'from_rewind_step' retrains from rewind_step to T (Renda et al. 2020)", choices=RETRAIN_SPANS)
+    ft_lr: float = hp(0.0, 'fine-tuning learning rate; 0: the last plateau of a multistep (or a constant) schedule', lo=0)
+    ft_weight_decay: bool = hp(False, 'keep weight decay when fine-tuning (Unmasking App. B turns it off)')
     adaptive: bool = hp(False, 'choose each level\'s fraction by the adaptive heuristic of Paul et al. 2023 (App. F)')
     adaptive_points: int = hp(11, 'points on the linear path checked by the adaptive heuristic', lo=2)
 
@@ -74,22 +79,22 @@ def one_shot(density:float, # fraction of the prunable weights to keep, in (0, 1
 
 # %% ../nbs/10_imp.ipynb #6940615c
 def dense_mask(model:torch.nn.Module, # the network
-               layers_to_ignore:Iterable[str]=(), # prunable layers never pruned (left out of the mask)
+               layers_to_ignore:Iterable[str]=(), # prunable layers never pruned (checked here; they stay in the mask, kept)
               ) -> Mask:
-    "The level-0 mask: every prunable weight of `model` kept, except `layers_to_ignore`."
+    "The level-0 mask: every prunable weight of `model` kept."
     params = prunable_parameters(model)
     unknown = [n for n in layers_to_ignore if n not in params]
     if unknown: raise ValueError(f"layers_to_ignore: {', '.join(unknown)} not prunable; the prunable layers are {', '.join(params)}")
-    kept = {n: p for n, p in params.items() if n not in set(layers_to_ignore)}
-    if not kept: raise ValueError('layers_to_ignore leaves nothing to prune')
-    return Mask.ones_like(kept)
+    if set(params) <= set(layers_to_ignore): raise ValueError('layers_to_ignore leaves nothing to prune')
+    return Mask.ones_like(params)
 
 def prune_to(weights, # a model or a state dict (the trained weights)
              mask:Mask, # the current mask
-             density:float, # fraction of the mask's layers to keep in all, in (0, 1]
+             density:float, # fraction of the pruned layers' weights to keep in all, in (0, 1]
              layerwise:bool=False, # keep `density` of each layer instead of globally
+             ignore:Iterable[str]=(), # layers of `mask` left as they are (not pruned, not counted in `density`)
             ) -> Mask:
-    "Magnitude-prune the weights `mask` keeps down to `density` of all the weights it covers (nested in `mask`)."
+    "Magnitude-prune the weights `mask` keeps down to `density` of the weights of the layers it prunes (nested in `mask`)."
     if not 0 < density <= 1: raise ValueError(f'density must be in (0, 1], got {density!r}')
     if isinstance(weights, torch.nn.Module): weights = dict(weights.named_parameters())
     def one(names):
@@ -97,8 +102,8 @@ def prune_to(weights, # a model or a state dict (the trained weights)
         kept, target = sub.num_kept, max(1, round(density * sub.num_total))
         if target >= kept: return dict(sub)
         return dict(magnitude_prune({n: weights[n] for n in names}, sub, (kept - target) / kept))
-    out = {}
-    for names in ([[n] for n in mask] if layerwise else [list(mask)]): out.update(one(names))
+    names, out = [n for n in mask if n not in set(ignore)], dict(mask)
+    for group in ([[n] for n in names] if layerwise else [names]): out.update(one(group))
     return Mask(out)
 
 # %% ../nbs/10_imp.ipynb #f56760c8
@@ -139,11 +144,28 @@ def _masked(state:dict, mask:Mask) -> dict:
     "A copy of the state dict `state` with the weights `mask` prunes set to zero."
     return {n: v * mask[n].to(v.device, v.dtype) if n in mask else v.clone() for n, v in state.items()}
 
+def ft_learning_rate(hp:TrainHparams, # the training schedule
+                     ihp:ImpHparams, # `ft_lr` > 0 wins
+                     ipe:int, # iterations per epoch
+                    ) -> float:
+    "The fine-tuning learning rate: `ihp.ft_lr`, else the final plateau of `hp`'s multistep or constant schedule."
+    if ihp.ft_lr > 0: return ihp.ft_lr
+    if hp.schedule in ('multistep', 'constant'): return lr_schedule(hp, ipe)(Step.from_str(hp.training_steps, ipe).it - 1)
+    raise ValueError(f'ft: the {hp.schedule} schedule has no final plateau (its last learning rate is ~0, so fine-tuning '
+                     'would not move); give ft_lr (--ft-lr), e.g. 100x below the peak as Unmasking App. B does')
+
+def retrain_span(hp:TrainHparams, ihp:ImpHparams, ipe:int) -> tuple[int, int]:
+    "The global steps `(start, end)` a level of `ihp.strategy` trains over."
+    T, k = Step.from_str(hp.training_steps, ipe).it, Step.from_str(ihp.rewind_step, ipe).it
+    if ihp.strategy == 'wr' or ihp.retrain == 'from_rewind_step': return k, T
+    return (0, T) if ihp.strategy == 'lrr' else (T, 2*T)
+
 def check_imp(hp:TrainHparams, ihp:ImpHparams, train:ImageData):
     "Raise `ValueError` if `ihp` cannot run on `hp` with training set `train` (before anything is written)."
     T, k = _it(hp, train, hp.training_steps), _it(hp, train, ihp.rewind_step)
     if k >= T: raise ValueError(f'rewind_step {ihp.rewind_step} must come before the end of training ({hp.training_steps} = {T}it)')
     if ihp.adaptive and T - _ipe(hp, train) < 0: raise ValueError('the adaptive heuristic needs at least one epoch of training')
+    if ihp.strategy == 'ft': ft_learning_rate(hp, ihp, _ipe(hp, train))
     dense_mask(build_model(hp, train), ihp.ignored())
 
 # %% ../nbs/10_imp.ipynb #553b2854
@@ -163,25 +185,30 @@ def imp(hp:TrainHparams, # training hyperparameters (the dense run and every lev
     dense = pretrain(hp, [k] + ([T - ipe] if ihp.adaptive else []), store, data=data, data_id=data_id,
                      eval_every=eval_every, device=device, progress=progress)
     mask = dense_mask(build_model(hp, train), ihp.ignored())
-    eps = train_loss_spread(dense, hp, train, device) if ihp.adaptive else None
-    records = [dict(level=0, fraction=0.0, density=1.0, mask=mask, run=dense, epsilon=eps)]
-    hp_ft = hp if ihp.ft_weight_decay else hp.replace(weight_decay=0.0)
-    final_lr = lr_schedule(hp, ipe)(T - 1)
-    prev, density = dense, 1.0
+    eps = threshold = None
+    if ihp.adaptive:
+        eps = train_loss_spread(dense, hp, train, device)
+        threshold = dense_train_loss(dense, hp, train, device) + eps     # fixed for every level (App. F, step 1)
+    records = [dict(level=0, fraction=0.0, density=1.0, mask=mask, run=dense, epsilon=eps, threshold=threshold)]
+    start, end = retrain_span(hp, ihp, ipe)
+    hpl, lr_fn = hp, None
+    if ihp.strategy == 'ft':
+        lr_fn = lambda t, lr=ft_learning_rate(hp, ihp, ipe): lr
+        hpl = hp.replace(training_steps=f'{end}it', **({} if ihp.ft_weight_decay else dict(weight_decay=0.0)))
+    prev, density = dense, 1.0                     # density of the pruned layers (ignored layers stay whole)
     for level in range(1, ihp.levels + 1):
-        solution = prev.weights(T)
-        if ihp.adaptive: f = max(adaptive_fraction(solution, mask, density, eps, hp, train, ihp.adaptive_points, ihp.layerwise, device), 0.2)
+        solution = prev.weights(prev.checkpoint_steps()[-1])
+        if ihp.adaptive: f = max(adaptive_fraction(solution, mask, density, threshold, hp, train, ihp.adaptive_points,
+                                                   ihp.layerwise, device, ignore=ihp.ignored()), 0.2)
         else: f = ihp.level_fraction(level)
         density *= 1 - f
-        mask = prune_to(solution, mask, density, ihp.layerwise)
+        mask = prune_to(solution, mask, density, ihp.layerwise, ihp.ignored())
         key = dict(_data_key(data_id), parent=dense.name, strategy=ihp.strategy, rewind_step=k, level=level, mask=mask.hash)
-        if ihp.strategy == 'wr': init, hpl, lr_fn = dense.weights(k), hp, None
-        else:
-            init, key['previous'] = solution, prev.name
-            hpl, lr_fn = (hp, None) if ihp.strategy == 'lrr' else (hp_ft, lambda t, lr=final_lr: lr)
-        run = train_run(hpl, store, [k], data=data, init=_masked(init, mask), start=k, mask=mask, kind='imp_level',
+        if ihp.strategy == 'wr': init = dense.weights(k)
+        else: init, key['previous'], key['start'] = solution, prev.name, start
+        run = train_run(hpl, store, [start], data=data, init=_masked(init, mask), start=start, mask=mask, kind='imp_level',
                         key=key, lr_fn=lr_fn, eval_every=eval_every, device=device, progress=progress)
-        records.append(dict(level=level, fraction=f, density=mask.density, mask=mask, run=run, epsilon=eps))
+        records.append(dict(level=level, fraction=f, density=mask.density, mask=mask, run=run, epsilon=eps, threshold=threshold))
         prev = run
     return records
 
@@ -219,14 +246,20 @@ def train_loss_spread(run:Run, # the dense run (finished)
                       hp:TrainHparams, # its hyperparameters
                       train:ImageData, # its training set
                       device=None) -> float:
-    "$\\varepsilon$: the range of the minibatch training losses over the last epoch of `run`, replayed from T - 1 epoch."
+    "$\\varepsilon$: the standard deviation of the minibatch training losses over the last epoch of `run`, replayed from T - 1 epoch."
     T, ipe = _it(hp, train, hp.training_steps), _ipe(hp, train)
     _ensure_checkpoint(run, T - ipe, hp, train, device)
     log = _LossLog()
     tr = Trainer(build_model(hp, train), hp, train, device=device, callbacks=[log])
     tr.load_state(run.load_checkpoint(T - ipe))
     tr.fit(T - ipe, T)
-    return max(log.losses) - min(log.losses)
+    return float(np.std(log.losses))
+
+def dense_train_loss(run:Run, hp:TrainHparams, train:ImageData, device=None) -> float:
+    "The full-batch training loss of `run`'s final weights (evaluation mode, no augmentation)."
+    device = torch.device(device or default_device())
+    return path_train_losses(build_model(hp, train).to(device), *[run.weights(_it(hp, train, hp.training_steps))]*2, train,
+                             [0.0], resolve_precision(hp.precision, device), device)[0]
 
 def path_train_losses(model:torch.nn.Module, # a network of the right architecture (its weights are overwritten)
                       a:dict, b:dict, # state dicts of the two ends
@@ -242,25 +275,22 @@ def path_train_losses(model:torch.nn.Module, # a network of the right architectu
 
 def adaptive_fraction(solution:dict, # state dict of the previous level's solution w
                       mask:Mask, # its mask
-                      density:float, # its density (of `mask`'s layers)
-                      eps:float, # the threshold ε
+                      density:float, # its density of the pruned layers
+                      threshold:float, # θ = the dense network's training loss + ε
                       hp:TrainHparams, train:ImageData,
                       points:int=11, # points on the linear path, ends included
                       layerwise:bool=False, device=None,
-                      ratios=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), # candidates, largest first
+                      ratios=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1), # candidates
+                      ignore:Iterable[str]=(), # layers never pruned
                      ) -> float:
-    "The largest ratio whose magnitude-pruned solution stays in the ε-sublevel set along the linear path (0 if none)."
+    "The largest ratio whose magnitude-pruned solution keeps the linear path's training loss at or below `threshold` (0 if none)."
     device = torch.device(device or default_device())
     prec = resolve_precision(hp.precision, device)
     model = build_model(hp, train).to(device)
-    base = path_train_losses(model, solution, solution, train, [0.0], prec, device)[0]
-    alphas = np.linspace(0, 1, points)[1:][::-1]        # the pruned end first
+    alphas = np.linspace(0, 1, points)[::-1]        # the pruned end first
     for p in sorted(ratios, reverse=True):
-        pruned = _masked(solution, prune_to(solution, mask, density * (1 - p), layerwise))
-        ok = True
-        for al in alphas:
-            if path_train_losses(model, solution, pruned, train, [al], prec, device)[0] > base + eps: ok = False; break
-        if ok: return p
+        pruned = _masked(solution, prune_to(solution, mask, density * (1 - p), layerwise, ignore))
+        if all(path_train_losses(model, solution, pruned, train, [al], prec, device)[0] <= threshold for al in alphas): return p
     return 0.0
 
 # %% ../nbs/10_imp.ipynb #ed01d35f
@@ -339,6 +369,21 @@ def most_extreme_matching(df:pd.DataFrame, metric:str='test_accuracy') -> pd.Dat
                          mean=best['mean'] if best is not None else np.nan,
                          at_sparsest_level=best is not None and best.density <= g.density.min()))
     return pd.DataFrame(rows)
+
+def most_extreme_matching_any_rewind(df:pd.DataFrame, # `imp_experiment` rows of one strategy over several rewind steps
+                                     strategy:str='wr', metric:str='test_accuracy') -> pd.DataFrame:
+    "Per level: the best mean accuracy over rewind steps, whether it matches; and the sparsest matching level (LMC App. A)."
+    s = imp_summary(df, metric)
+    s = s[(s.strategy == strategy) & (s.level > 0)]
+    if s.empty: raise ValueError(f'no {strategy!r} levels in the table; strategies present: {sorted(set(df.strategy))}')
+    dense = dense_rows(df)[metric].to_numpy()
+    sd = dense.std(ddof=1) if len(dense) > 1 else 0.0
+    best = s.loc[s.groupby('level')['mean'].idxmax()].sort_values('level')
+    out = best[['level', 'density', 'rewind_step', 'mean']].rename(columns={'rewind_step': 'best_rewind_step', 'mean': 'best_mean'})
+    out = out.assign(dense_mean=dense.mean(), dense_std=sd, matching=out.best_mean >= dense.mean() - sd).reset_index(drop=True)
+    m = out[out.matching]
+    out['most_extreme'] = out.level == (m.level.max() if len(m) else -1)
+    return out
 
 # %% ../nbs/10_imp.ipynb #31fba792
 _NAMES = {'wr': 'IMP-WR', 'lrr': 'IMP-LRR', 'ft': 'IMP-FT', 'reinit': 'random reinit', 'random_pruning': 'random pruning'}
