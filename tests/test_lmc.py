@@ -10,7 +10,9 @@ from ticketlab.models import get_model
 from ticketlab.store import Store, train_run, load_data
 from ticketlab.train import TrainHparams, Trainer, lerp_state
 from ticketlab.lmc import (alpha_grid, barrier, barriers, midpoint_barrier, interpolation_curve, per_example_barriers,
-                           evaluate_states, perturb_state, spawn_children, final_weights, instability, weight_distances)
+                           evaluate_states, perturb_state, spawn_children, final_weights, instability, weight_distances,
+                           instability_summary, lmc_scores, barrier_matrix, plane_slice, nearest_in_triangle, combine_states)
+import pandas as pd
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -161,15 +163,81 @@ def test_cli_quick_analysis(tmp_path):
     lines = [l.split() for l in p.stdout.splitlines() if l.split()[:1] in (['0'], ['22'])]
     assert len(lines) == 4                                       # two steps x two splits
 
-def test_cli_sparse_level_of_a_stored_imp_run(tmp_path):
+def test_cli_sparse_level_uses_the_mask_of_imp_rewinding_to_each_k(tmp_path):
+    "LMC Fig. 23: the children at step k start from m_k ⊙ W_k, m_k the mask IMP rewinding to k found; refused when not stored."
     from ticketlab.imp import imp, ImpHparams
     hp = TrainHparams(training_steps='3ep')
-    levels = imp(hp, ImpHparams(fraction=0.5, levels=2, rewind_step='1ep'), Store(tmp_path/'store'))
+    by_k = {k: imp(hp, ImpHparams(fraction=0.5, levels=2, rewind_step=k), Store(tmp_path/'store')) for k in ('0it', '1ep')}
+    assert by_k['0it'][2]['mask'] != by_k['1ep'][2]['mask']
     p = lmc('--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '3ep', '--steps', '0it,1ep',
             '--level', '2', '--splits', 'test', '--plot', '')
     assert p.returncode == 0, p.stderr
-    assert f"IMP level 2 ({levels[2]['mask'].density:.3g} of the weights)" in p.stdout
-    assert not list(tmp_path.glob('*.png'))
+    assert f"IMP level 2 ({by_k['0it'][2]['mask'].density:.3g} of the weights" in p.stdout
+    from ticketlab.masks import Mask
+    child_masks = {Mask.load(f).hash for f in (tmp_path/'store'/'lmc_child').glob('*/mask.pt')}
+    assert child_masks == {by_k['0it'][2]['mask'].hash, by_k['1ep'][2]['mask'].hash}
+    p = lmc('--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '3ep', '--steps', '0it,5it',
+            '--level', '2', '--splits', 'test', '--plot', '')
+    assert p.returncode == 2 and 'rewinding to step 5' in p.stderr and 'stored rewind steps: [0, 22]' in p.stderr
+
+def test_instability_summary_threshold_and_stability():
+    b = pd.DataFrame(dict(step=[0, 0, 5, 5], split='test', pair=['0-1', '0-2'] * 2, error_barrier=[0.05, 0.03, 0.019, 0.021]))
+    s = instability_summary(b)
+    assert s.instability.tolist() == pytest.approx([0.04, 0.02]) and s.pairs.tolist() == [2, 2]
+    assert s.stable.tolist() == [False, False]                          # 0.02 is not below the 2 % threshold
+    assert instability_summary(b, threshold=0.021).stable.tolist() == [False, True]
+    assert instability_summary(b, threshold=0.05).stable.tolist() == [True, True]
+    with pytest.raises(ValueError, match='choose one of error_barrier'): instability_summary(b, metric='loss_gap')
+
+def test_lmc_scores_are_the_mean_per_example_barriers(lenets, digits):
+    "Def. C.1 of the data-diet paper: the per-example barrier at the midpoint, averaged over the K pairs."
+    net, w1, w2 = lenets
+    _, test = digits
+    w3 = lerp_state(w1, w2, 0.3)
+    sc = lmc_scores([(w1, w2), (w1, w3)], net, test, device='cpu')
+    by_hand = []
+    for a, b in ((w1, w2), (w1, w3)):
+        r = evaluate_states(net, [a, b, lerp_state(a, b, 0.5)], test, per_example=True, device='cpu')
+        by_hand.append(r[2]['losses'].double().numpy() - 0.5 * (r[0]['losses'].double().numpy() + r[1]['losses'].double().numpy()))
+    assert np.allclose(sc.loss_score.to_numpy(), np.mean(by_hand, axis=0), atol=1e-6)
+    assert sc.instances.unique().tolist() == [2] and len(sc) == len(test)
+    assert set(np.unique(sc.error_score)) <= {-1, -.75, -.5, -.25, 0, .25, .5, .75, 1}
+
+def test_barrier_matrix_max_is_the_largest_error_on_the_path(lenets, digits):
+    net, w1, w2 = lenets
+    _, test = digits
+    ws = [w1, lerp_state(w1, w2, 0.5), w2]
+    Mx = barrier_matrix(ws, net, test, alphas=5, quantity='max', device='cpu')
+    c = interpolation_curve(w1, w2, net, test, alphas=5, device='cpu')
+    assert Mx.iat[0, 2] == pytest.approx(c.error.max()) and Mx.iat[0, 0] == pytest.approx(c.error.iloc[0])
+
+def test_plane_slice_extrapolates_only_prunable_weights(small_resnet):
+    "Unmasking App. B: outside the triangle only prunable weights extrapolate; BN and biases come from the nearest point."
+    net, w1, w2, _, test = small_resnet
+    w3 = lerp_state(w1, w2, 0.5)
+    w3 = {k: (v + 0.05 * torch.randn_like(v) if v.is_floating_point() else v) for k, v in w3.items()}
+    seen = []
+    import ticketlab.lmc as L
+    real = L.evaluate_states
+    def spy(model, states, data, **kw):
+        states = list(states); seen.extend(states); return real(model, states, data, **kw)
+    L.evaluate_states = spy
+    try: sl = plane_slice(w1, w2, w3, net, test, resolution=5, margin=0.5)
+    finally: L.evaluate_states = real
+    prun = {n for n, _ in net.named_parameters() if n.endswith('weight') and _.ndim > 1}
+    pts = np.array(list(sl.attrs['points'].values()))
+    for (_, r), st_ in zip(sl.iterrows(), seen):
+        c = np.array([1 - r.a - r.b, r.a, r.b])
+        near = nearest_in_triangle(pts, c @ pts)
+        assert all((st_[k] >= 0).all() for k in st_ if k.endswith('running_var'))
+        ref_near, ref_raw = combine_states([w1, w2, w3], near), combine_states([w1, w2, w3], c)
+        for k, v in st_.items():
+            if not v.is_floating_point(): continue
+            want = ref_raw[k] if k in prun else ref_near[k]
+            if k.endswith('running_var') and k in prun: continue
+            assert torch.allclose(v, want, atol=1e-5), (k, c)
+    outside = [(1 - a - b, a, b) for a, b in zip(sl.a, sl.b) if min(1 - a - b, a, b) < -1e-9]
+    assert outside                                                    # the margin does reach outside the triangle
 
 @pytest.mark.parametrize('args,expect', [
     (['--children', '1'], '>= 2'),
@@ -179,6 +247,7 @@ def test_cli_sparse_level_of_a_stored_imp_run(tmp_path):
     (['--bn', 'recompute'], 'interpolate, reestimate'),
     (['--model', 'resnet21'], 'resnet20'),
     (['--level', '3'], 'run `ticketlab imp`'),
+    (['--level', '3', '--imp-rewind-step', '0it'], 'unrecognized arguments'),
     (['--density', '1.5'], '(0, 1]'),
     (['--plot', 'out.gif'], '.png'),
 ])

@@ -18,12 +18,13 @@ from .train import *
 from .store import *
 
 # %% auto #0
-__all__ = ['BN_MODES', 'BARRIER_BASELINES', 'CURVE_METRICS', 'has_batchnorm', 'reestimate_bn_', 'evaluate_states', 'alpha_grid',
-           'interpolation_curve', 'barrier', 'midpoint_barrier', 'barriers', 'child_seed', 'train_parent',
-           'spawn_children', 'final_weights', 'pairs_of', 'instability', 'instability_analysis', 'instability_summary',
-           'lmc_onset', 'instability_during_training', 'weight_distances', 'network_distances', 'pairwise_distances',
-           'per_example_barriers', 'lmc_scores', 'path_curve', 'barrier_matrix', 'mask_state', 'combine_states',
-           'plane_slice', 'perturb_state', 'robustness', 'plot_interpolation', 'plot_instability', 'plot_barrier_hist',
+__all__ = ['BN_MODES', 'BARRIER_BASELINES', 'CURVE_METRICS', 'MATRIX_QUANTITIES', 'has_batchnorm', 'reestimate_bn_',
+           'evaluate_states', 'alpha_grid', 'interpolation_curve', 'barrier', 'midpoint_barrier', 'barriers',
+           'child_seed', 'train_parent', 'spawn_children', 'final_weights', 'pairs_of', 'instability',
+           'instability_analysis', 'instability_summary', 'lmc_onset', 'instability_during_training',
+           'weight_distances', 'network_distances', 'pairwise_distances', 'per_example_barriers', 'lmc_scores',
+           'path_curve', 'barrier_matrix', 'mask_state', 'combine_states', 'nearest_in_triangle', 'plane_slice',
+           'perturb_state', 'robustness', 'plot_interpolation', 'plot_instability', 'plot_barrier_hist',
            'plot_barrier_matrix', 'plot_plane', 'plot_path', 'lmc_parser', 'imp_level_mask', 'cmd_lmc']
 
 # %% ../nbs/11_lmc.ipynb #a29c5639
@@ -459,6 +460,8 @@ def lmc_scores(pairs:Iterable[tuple], # K instances: pairs (w1, w2) of Runs or s
                              error_score=np.mean([d.error_barrier for d in dfs], axis=0), instances=len(dfs)))
 
 # %% ../nbs/11_lmc.ipynb #17499d9f
+MATRIX_QUANTITIES = ('barrier', 'max')
+
 def _pair_curves(ws:list[dict], pairs:list[tuple], model, data:ImageData, alphas, **kw) -> dict:
     "Values of every pair's curve: {(i, j): DataFrame(alpha, loss, accuracy, error)}, ends evaluated once per network."
     a = alpha_grid(alphas)
@@ -489,15 +492,20 @@ def path_curve(nets:Sequence, # the networks in order (Runs or state dicts), e.g
 def barrier_matrix(nets:Sequence, # the networks (Runs or state dicts)
                    model:nn.Module, data:ImageData, alphas=11,
                    metric:str='error', # 'error' or 'loss'
-                   labels:Sequence|None=None, baseline:str='linear', **kw) -> pd.DataFrame:
-    "The matrix of barriers $B(w_i, w_j)$ between every pair of `nets` (symmetric, zero diagonal)."
+                   labels:Sequence|None=None, baseline:str='linear',
+                   quantity:str='barrier', # 'barrier' (chord subtracted) or 'max': the largest value on the path (Unmasking's heatmap)
+                   **kw) -> pd.DataFrame:
+    "The matrix of barriers $B(w_i, w_j)$ (or path maxima) between every pair of `nets`, symmetric."
     if metric not in ('error', 'loss'): raise ValueError(f"unknown metric {metric!r}; choose one of error, loss")
+    if quantity not in MATRIX_QUANTITIES: raise ValueError(f"unknown quantity {quantity!r}; choose one of {', '.join(MATRIX_QUANTITIES)}")
     ws = _states(nets)
     labels = list(labels) if labels is not None else list(range(len(ws)))
     if len(labels) != len(ws): raise ValueError(f'{len(ws)} networks but {len(labels)} labels')
     cs = _pair_curves(ws, pairs_of(len(ws)), model, data, alphas, **kw)
     M = np.zeros((len(ws), len(ws)))
-    for (i, j), c in cs.items(): M[i, j] = M[j, i] = barrier(c.alpha, c[metric], baseline)
+    if quantity == 'max':                      # the diagonal: each network's own value (a path of one point)
+        for (i, j), c in cs.items(): M[i, i], M[j, j] = c[metric].iloc[0], c[metric].iloc[-1]
+    for (i, j), c in cs.items(): M[i, j] = M[j, i] = barrier(c.alpha, c[metric], baseline) if quantity == 'barrier' else c[metric].max()
     return pd.DataFrame(M, index=pd.Index(labels, name='network'), columns=pd.Index(labels, name='network'))
 
 # %% ../nbs/11_lmc.ipynb #5ae90636
@@ -522,11 +530,29 @@ def combine_states(states:Sequence[dict], # state dicts of one architecture
         out[k] = t.clamp_(min=0) if k.endswith('running_var') else t
     return out
 
+def nearest_in_triangle(pts:np.ndarray, # (3, 2) the corners
+                        q:np.ndarray, # (2,) a point of the plane
+                       ) -> np.ndarray:
+    "Barycentric coordinates of the point of the triangle `pts` nearest to `q` (of `q` itself when inside)."
+    T = np.array([[pts[1, 0] - pts[0, 0], pts[2, 0] - pts[0, 0]], [pts[1, 1] - pts[0, 1], pts[2, 1] - pts[0, 1]]])
+    a, b = np.linalg.solve(T, q - pts[0])
+    if a >= 0 and b >= 0 and a + b <= 1: return np.array([1 - a - b, a, b])
+    best, out = np.inf, None
+    for i, j in ((0, 1), (1, 2), (0, 2)):
+        e = pts[j] - pts[i]
+        t = float(np.clip((q - pts[i]) @ e / (e @ e), 0, 1))
+        d = np.linalg.norm(pts[i] + t * e - q)
+        if d < best:
+            best, out = d, np.zeros(3)
+            out[i], out[j] = 1 - t, t
+    return out
+
 def plane_slice(w0:dict, w1:dict, w2:dict, # the three networks (state dicts or Runs)
                 model:nn.Module, data:ImageData,
                 resolution:int=51, # points per side of the grid
                 margin:float=0.25, # extra room around the three points, as a fraction of their extent
                 labels=('w0', 'w1', 'w2'), # names of the three points
+                prunable:Iterable[str]|None=None, # entries extrapolated outside the triangle (default: the model's conv and linear weights)
                 **kw) -> pd.DataFrame:
     "Error and loss on an r×r grid in the plane of three networks: columns x, y, a, b, loss, accuracy, error; `.attrs['points']`."
     if resolution < 2: raise ValueError(f'resolution must be >= 2, got {resolution}')
@@ -550,7 +576,14 @@ def plane_slice(w0:dict, w1:dict, w2:dict, # the three networks (state dicts or 
     B = Y / h
     A = (X - B * p) / n1
     coeffs = np.stack([1 - A - B, A, B], -1).reshape(-1, 3)
-    res = evaluate_states(model, (combine_states([w0, w1, w2], c) for c in coeffs), data, **kw)
+    prunable = set(prunable_parameters(model) if prunable is None else prunable)
+    def point(c):
+        inside = nearest_in_triangle(pts, c @ pts)
+        out = combine_states([w0, w1, w2], inside)       # every entry from the nearest point of the triangle ...
+        if not np.allclose(inside, c):                   # ... but the prunable weights extrapolated
+            out.update({n: sum(float(ci) * w[n].to(out[n].dtype) for ci, w in zip(c, (w0, w1, w2))) for n in prunable})
+        return out
+    res = evaluate_states(model, (point(c) for c in coeffs), data, **kw)
     df = pd.DataFrame(dict(x=X.reshape(-1), y=Y.reshape(-1), a=A.reshape(-1), b=B.reshape(-1),
                            loss=[r['loss'] for r in res], accuracy=[r['accuracy'] for r in res], error=[r['error'] for r in res]))
     df.attrs['points'] = {l: (float(x), float(y)) for l, (x, y) in zip(labels, pts)}
@@ -657,17 +690,21 @@ def plot_barrier_hist(per_example:pd.DataFrame, # `per_example_barriers` or `lmc
     return ax
 
 def plot_barrier_matrix(matrix:pd.DataFrame, # `barrier_matrix` output
-                        ax=None, annot:bool=True, title:str|None=None, cmap:str='viridis'):
-    "Heatmap of the barriers between every pair of networks."
+                        ax=None, annot:bool=True, title:str|None=None, cmap:str='viridis',
+                        threshold:float|None=None, # the matching threshold: values at or below it get the darkest colour
+                        label:str='barrier'): # the colour bar's label
+    "Heatmap of the barriers (or path maxima) between every pair of networks."
     ax = _ax(ax, (4.5, 3.8))
-    im = ax.imshow(matrix.to_numpy(), cmap=cmap, vmin=0, vmax=max(float(np.nanmax(matrix.to_numpy())), 1e-3))
+    v = matrix.to_numpy()
+    lo = 0 if threshold is None else threshold
+    im = ax.imshow(v, cmap=cmap, vmin=lo, vmax=max(float(np.nanmax(v)), lo + 1e-3))
     n = len(matrix)
     ax.set_xticks(range(n), [str(c) for c in matrix.columns], rotation=90 if n > 8 else 0)
     ax.set_yticks(range(n), [str(c) for c in matrix.index])
     if annot and n <= 12:
         for i in range(n):
             for j in range(n): ax.text(j, i, f'{matrix.iat[i, j]:.2f}', ha='center', va='center', fontsize=7, color='w')
-    ax.figure.colorbar(im, ax=ax, label='barrier')
+    ax.figure.colorbar(im, ax=ax, label=label)
     ax.set(title=title, xlabel=matrix.columns.name, ylabel=matrix.index.name)
     return ax
 
@@ -713,9 +750,8 @@ def lmc_parser(p=None) -> argparse.ArgumentParser:
     g.add_argument('--bn', default='interpolate', help=f'BatchNorm statistics of interpolated networks: {", ".join(BN_MODES)} (default: interpolate)')
     g.add_argument('--baseline', default='linear', help=f'barrier baseline: {", ".join(BARRIER_BASELINES)} (default: linear; mean is the LMC paper\'s)')
     g.add_argument('--threshold', type=float, default=0.02, help='stable when the mean error barrier is below this (default: 0.02)')
-    g.add_argument('--level', type=int, default=None, help='analyse the mask of this level of a stored IMP run of these hyperparameters (ticketlab imp)')
-    g.add_argument('--imp-strategy', default='wr', help='with --level: the IMP strategy of the stored run (default: wr)')
-    g.add_argument('--imp-rewind-step', default=None, help='with --level: the rewind step of the stored IMP run, if the store holds several')
+    g.add_argument('--level', type=int, default=None, help='analyse IMP level L: the children at each step k use the mask IMP rewinding to k found (stored by ticketlab imp)')
+    g.add_argument('--imp-strategy', default='wr', help='with --level: the IMP strategy of the stored runs (default: wr)')
     g.add_argument('--density', type=float, default=None, help='analyse the trained dense network magnitude-pruned once to this density')
     g.add_argument('--plot', default='lmc-instability.png', help='where to write the plot (default: lmc-instability.png; "" for none)')
     g2 = p.add_argument_group('where and how')
@@ -728,19 +764,20 @@ def imp_level_mask(store:Store, # the store holding the IMP run
                    hp:TrainHparams, # the hyperparameters of its dense run
                    level:int, # the level (>= 1)
                    strategy:str='wr', # the IMP strategy
-                   rewind_step:int|None=None, # the rewind step (global step), if the store holds several
+                   rewind_step:int=0, # the rewind step k (global step) of the IMP run whose mask is wanted
                   ) -> Mask:
-    "The mask of IMP level `level` of the dense run of `hp`, from a run `ticketlab.imp` stored."
+    "The mask that IMP rewinding to `rewind_step` found at `level`, for the dense run of `hp`, from a run `ticketlab.imp` stored."
     dense = store.run('train', hp)
     runs = store.runs('imp_level')
     keys = [k for k, d in zip(runs.key, runs.done) if d and k.get('parent') == dense.name and k.get('level') == level
-            and k.get('strategy') == strategy and (rewind_step is None or k.get('rewind_step') == rewind_step)]
-    if not keys:
-        raise ValueError(f'no finished IMP level {level} ({strategy}) of the dense run {dense.name} in {store.root}; '
-                         f'run `ticketlab imp` with the same hyperparameters first')
-    steps = sorted({k.get('rewind_step') for k in keys})
-    if len(steps) > 1: raise ValueError(f'the store holds IMP level {level} with rewind steps {steps}; choose one with --imp-rewind-step')
-    return store.run('imp_level', hp, keys[0]).mask()
+            and k.get('strategy') == strategy]
+    at_k = [k for k in keys if k.get('rewind_step') == rewind_step]
+    if not at_k:
+        have = sorted({k.get('rewind_step') for k in keys})
+        raise ValueError(f'no finished IMP level {level} ({strategy}) rewinding to step {rewind_step} of the dense run {dense.name} '
+                         f'in {store.root} (stored rewind steps: {have or "none"}); the children at step k use the mask IMP '
+                         f'rewinding to k found (LMC paper, Fig. 23): run `ticketlab imp` with --rewind-step {rewind_step}it and the same hyperparameters first')
+    return store.run('imp_level', hp, at_k[0]).mask()
 
 def _parse_cli(args):
     "Everything `cmd_lmc` needs, validated before anything is written."
@@ -766,26 +803,25 @@ def _parse_cli(args):
     data = load_data(hp)
     ks = [_step(s, hp, data[0]) for s in steps]
     store = Store(args.store) if args.store else Store()
-    mask = None
-    if args.level is not None:
-        rs = _step(Step.check(args.imp_rewind_step), hp, data[0]) if args.imp_rewind_step else None
-        mask = imp_level_mask(store, hp, args.level, args.imp_strategy, rs)
-    return hp, ks, splits, data, store, mask
+    masks = None
+    if args.level is not None: masks = {k: imp_level_mask(store, hp, args.level, args.imp_strategy, k) for k in ks}
+    return hp, ks, splits, data, store, masks
 
 def cmd_lmc(args:argparse.Namespace, prog='ticketlab lmc'):
     "Run `ticketlab lmc` on parsed `args`."
-    try: hp, ks, splits, data, store, mask = _parse_cli(args)
+    try: hp, ks, splits, data, store, masks = _parse_cli(args)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e: cli_error(prog, e)
     t0, progress = time.time(), not args.no_progress
     parent = train_parent(hp, ks, store, data, device=args.device, progress=progress)
-    what = 'dense'
-    if mask is not None: what = f'IMP level {args.level} ({mask.density:.3g} of the weights)'
+    what, masks = 'dense', masks or {k: None for k in ks}
+    if args.level is not None:
+        what = f'IMP level {args.level} ({next(iter(masks.values())).density:.3g} of the weights, the mask of IMP rewinding to each k)'
     if args.density is not None:
-        mask = prune_to_density({n: w for n, w in final_weights(parent).items() if n in prunable_parameters(build_model(hp, data[0]))}, args.density)
-        what = f'one-shot magnitude pruning to {mask.density:.3g} of the weights'
+        m = prune_to_density({n: w for n, w in final_weights(parent).items() if n in prunable_parameters(build_model(hp, data[0]))}, args.density)
+        masks, what = {k: m for k in ks}, f'one-shot magnitude pruning to {m.density:.3g} of the weights'
     eval_data = {s: data[1] if s == 'test' else data[0] for s in splits}
-    curves = instability_analysis(parent, ks, args.children, eval_data, args.alphas, hp=hp, mask=mask, store=store, data=data,
-                                  bn=args.bn, device=args.device, progress=progress)
+    curves = pd.concat([instability_analysis(parent, [k], args.children, eval_data, args.alphas, hp=hp, mask=masks[k], store=store,
+                                             data=data, bn=args.bn, device=args.device, progress=progress) for k in ks], ignore_index=True)
     summ = instability_summary(barriers(curves, args.baseline), threshold=args.threshold)
     print(f'\ninstability of {hp.model} on {hp.dataset}, {what}: {args.children} children per step, '
           f'{args.alphas} interpolation points, {time.time() - t0:.1f} s')
