@@ -1,4 +1,4 @@
-"""Build the docs site: the library (nbs/), the papers (papers/) and the claims ledger (ticket_notes/).
+r"""Build the docs site: the library (nbs/), the papers (papers/) and the claims ledger (ticket_notes/).
 
 python .ci/docs.py                # assemble _proc/ and render _site/ in the repo root
 python .ci/docs.py --out DIR      # ... into DIR/_proc and DIR/_site instead (tests use this)
@@ -15,6 +15,24 @@ Otherwise (Quarto is not installed everywhere) every page is rendered with nbcon
 execution) and nbconvert's mistune markdown (notes) into standalone HTML pages that share a sidebar
 of all pages; _site/index.html is the library's index page. Either way every page must exist and
 have content, or the script exits non-zero naming the pages that failed.
+
+Titles: a page's <title>, its h1 and its sidebar entry are the source's own title: the `title:` of its
+frontmatter, else its first `# heading` (a notebook's `# Title` cell, which nbdev turns into the title
+of the library pages), else its file name.
+
+Math: TeX in markdown ($..$, $$..$$, \(..\), \[..\], \begin{env}..\end{env}) is left as it is by
+nbconvert's markdown (its math plugin takes math out before markdown, so `_`, `*` and `\` inside math
+stay TeX) and typeset in the browser, as Quarto does (html-math-method: mathjax in _quarto.yml):
+python .ci/docs.py                       # MathJax 3 from the CDN Quarto uses (MATHJAX_URL): needs a network
+python .ci/docs.py --mathjax-url URL     # ... another MathJax 3 component (a local tex-chtml-full.js)
+python .ci/docs.py --katex DIR           # KaTeX copied from DIR into _site/_katex: renders math offline
+DIR is KaTeX's browser build: `apt-get install libjs-katex` puts it in /usr/share/javascript/katex, and
+`npm install katex` in node_modules/katex/dist (about 2 MB, fonts included; nothing is vendored in the
+repo). Debian's libjs-mathjax is MathJax 2, whose configuration differs: not for --mathjax-url.
+Without a network the default MathJax does not load; pages with math then show a notice saying so
+above their TeX source. Every rendered page is checked (math_problems): a page with math must load a
+renderer, no math may be mangled by markdown (<em> inside $..$), and every TeX span of the source
+(its markdown cells and show_doc output) must appear verbatim in the HTML, or the build fails.
 """
 from __future__ import annotations
 import argparse, html, os, posixpath, re, shutil, subprocess, sys, time, warnings
@@ -380,6 +398,7 @@ def _sidebar(pages: list[Page], page: Page) -> str:
         if s == 'home':
             out += [f'<div class="sb-home">{link(p, "Home")}</div>' for p in sec]
             continue
+        if not sec and s != 'library': continue      # a section without its landing page (tests)
         head = link(sec[0], name) if s != 'library' else html.escape(name)
         items = sec if s == 'library' else sec[1:]
         out.append(f'<div class="sb-section"><div class="sb-title">{head}</div><ul>')
@@ -438,15 +457,114 @@ blockquote { margin: 1rem 0; padding: .2rem 1rem; border-left: 4px solid var(--b
 .callout, div[class^="callout"] { border-left: 4px solid var(--primary); background: #f0f6fd; padding: .5rem 1rem; margin: 1rem 0; border-radius: 3px; }
 .callout-warning { border-left-color: #ff7518; background: #fff6ef; }
 footer { color: var(--muted); font-size: .8rem; border-top: 1px solid var(--border); margin-top: 3rem; padding-top: .8rem; }
+.math-notice { display: none; } html.math-failed .math-notice { display: block; background: #fff6ef; border-left: 4px solid #ff7518; padding: .5rem 1rem; font-size: .9rem; }
+.katex-display { overflow-x: auto; overflow-y: hidden; }
 @media (max-width: 1100px) { .layout { grid-template-columns: 220px minmax(0, 1fr); } nav.toc { display: none; } }
 @media (max-width: 760px) { .layout { display: block; } nav.sidebar { position: static; max-height: none; } }
 """
 
-MATHJAX = """<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']],
-  processEscapes: true, processEnvironments: true}, options: {skipHtmlTags: ['script', 'noscript', 'style', 'textarea', 'pre', 'code']}};</script>
-<script async src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml-full.js"></script>"""
+# ---------------------------------------------------------------------------------------------
+# Math: the renderer every page loads, and the check that a page's TeX reaches it intact
+# ---------------------------------------------------------------------------------------------
 
-def page_html(page: Page, body: str, has_h1: bool, pages: list[Page], site: dict, toc) -> str:
+MATHJAX_URL = 'https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml-full.js'   # what Quarto loads by default
+KATEX_DIR = '_katex'            # where --katex copies KaTeX inside _site
+
+@dataclass
+class MathRenderer:
+    "MathJax 3 from `mathjax_url` (a tex-*.js component), or, with `katex` (a folder), KaTeX copied into the site."
+    mathjax_url: str = MATHJAX_URL
+    katex: Path | None = None
+
+    def describe(self) -> str:
+        return f'KaTeX (copied from {self.katex} into _site/{KATEX_DIR})' if self.katex else f'MathJax 3 from {self.mathjax_url}'
+
+def _katex_files(src: Path) -> dict[str, Path]:
+    "KaTeX's browser files in `src` (Debian's /usr/share/javascript/katex, npm's katex/dist): name in site -> file."
+    def first(*names):
+        return next((src/n for n in names if (src/n).is_file()), None)
+    files = {'katex.min.js': first('katex.min.js', 'katex.js'), 'katex.min.css': first('katex.min.css', 'katex.css'),
+             'auto-render.js': first('contrib/auto-render.min.js', 'contrib/auto-render.js')}
+    missing = [k for k, v in files.items() if v is None] + ([] if (src/'fonts').is_dir() else ['fonts/'])
+    if missing:
+        raise DocsError(f'--katex {src}: no {", ".join(missing)} there (give the folder holding katex.min.js, '
+                        'contrib/ and fonts/: /usr/share/javascript/katex from apt libjs-katex, or node_modules/katex/dist)')
+    return files
+
+def copy_katex(src: Path, site: Path) -> None:
+    "Copy KaTeX (script, stylesheet, auto-render, fonts) from `src` into site/_katex, following symlinks."
+    dst = site/KATEX_DIR
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, f in _katex_files(src).items(): shutil.copyfile(f, dst/name)
+    shutil.copytree(src/'fonts', dst/'fonts', dirs_exist_ok=True)
+
+# the delimiters nbconvert's markdown keeps as math, for both renderers; code, pre, script, style are skipped
+_MATH_CONFIG = {'inline': [['$', '$'], ['\\(', '\\)']], 'display': [['$$', '$$'], ['\\[', '\\]']]}
+MATH_FAILED = 'This page shows its math as TeX source: its math renderer, {}, could not be loaded.'
+MATH_OFFLINE = ' No network? Build the docs with <code>--katex DIR</code> for pages that render math offline.'
+
+def math_head(math: MathRenderer, up: str) -> str:
+    "The <head> scripts that typeset a page's TeX; `up` is the page's way back to the site root ('../')."
+    import json
+    failed = 'onerror="document.documentElement.classList.add(\'math-failed\')"'
+    if math.katex:
+        k = f'{up}{KATEX_DIR}'
+        delims = ([{'left': l, 'right': r, 'display': True} for l, r in _MATH_CONFIG['display']]
+                  + [{'left': l, 'right': r, 'display': False} for l, r in _MATH_CONFIG['inline']])
+        opts = {'delimiters': delims, 'throwOnError': False,
+                'ignoredTags': ['script', 'noscript', 'style', 'textarea', 'pre', 'code', 'option']}
+        return (f'<link rel="stylesheet" href="{k}/katex.min.css">\n'
+                f'<script defer src="{k}/katex.min.js" {failed}></script>\n'
+                f'<script defer src="{k}/auto-render.js" {failed} onload="renderMathInElement(document.body, '
+                f'{html.escape(json.dumps(opts))})"></script>')
+    cfg = {'tex': {'inlineMath': _MATH_CONFIG['inline'], 'displayMath': _MATH_CONFIG['display'],
+                   'processEscapes': True, 'processEnvironments': True},
+           'options': {'skipHtmlTags': ['script', 'noscript', 'style', 'textarea', 'pre', 'code']}}
+    return (f'<script>window.MathJax = {json.dumps(cfg)};</script>\n'
+            f'<script async id="MathJax-script" src="{html.escape(math.mathjax_url)}" {failed}></script>')
+
+# TeX math as MathJax and KaTeX find it in text: $$..$$, \[..\], \(..\), \begin{env}..\end{env}, and $..$ with no
+# space inside either dollar and no digit after the closing one (pandoc's rule, so "$5 and $10" is not math)
+_re_tex = re.compile(r'\$\$.+?\$\$|\\\[.+?\\\]|\\\(.+?\\\)|\\begin\{([a-z]+\*?)\}.*?\\end\{\1\}'
+                     r'|(?<![\\$])\$(?=[^\s$])[^$]+?(?<=[^\s\\])\$(?!\d)', re.S)
+_re_md_code = re.compile(r'^( {0,3})(`{3,}|~{3,}).*?^\1\2[`~]*[ \t]*$|(`+)(?!`).+?(?<!`)\3(?!`)|<!--.*?-->', re.S | re.M)
+_re_html_code = re.compile(r'<(pre|code|script|style|textarea)\b.*?</\1>|<!--.*?-->', re.S | re.I)
+_re_renderer = re.compile(r'<script\b[^>]*\bsrc="[^"]*(?:mathjax|katex|tex-(?:chtml|svg|mml))[^"]*"', re.I)
+
+def tex_spans(md: str) -> list[str]:
+    "The TeX math of markdown `md` (outside code spans, code blocks and comments), delimiters included."
+    return [m[0] for m in _re_tex.finditer(_re_md_code.sub(' ', md))]
+
+def source_tex(path: Path) -> list[str]:
+    "The TeX math a page's source shows: its markdown (and the visible cells' markdown outputs, e.g. show_doc)."
+    if path.suffix != '.ipynb': return tex_spans(_yaml_fm(path.read_text(encoding='utf-8'))[1])
+    import nbformat
+    nb = prepare_nb(nbformat.read(path, as_version=4))
+    mds = [c.source for c in nb.cells if c.cell_type == 'markdown']
+    mds += [''.join(o.data['text/markdown']) if isinstance(o.data['text/markdown'], list) else o.data['text/markdown']
+            for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+    return [s for md in mds for s in tex_spans(md)]
+
+def math_problems(page: str, spans: list[str] | None = None) -> list[str]:
+    """Why the TeX math of HTML `page` would not render (empty list: it would): math but no renderer script,
+    math mangled by markdown (tags such as <em> inside a $..$), and `spans` (the source's math) missing."""
+    text = _re_html_code.sub(' ', page)
+    found = [m[0] for m in _re_tex.finditer(text)]
+    problems = []
+    if (found or spans) and not _re_renderer.search(page):
+        problems.append(f'has TeX math ({_short(found or spans)}) but loads no math renderer (a MathJax or KaTeX <script src>)')
+    bad = [s for s in found if re.search(r'<[a-zA-Z/]', s)]
+    if bad: problems.append(f'math mangled into HTML tags by the markdown renderer: {_short(bad)}')
+    lost = [s for s in dict.fromkeys(spans or []) if html.escape(s, quote=False) not in page and s not in page]
+    if lost: problems.append(f'{len(lost)} TeX span(s) of the source are not intact in the HTML: {_short(lost)}')
+    return problems
+
+def _short(spans: list[str], n=3) -> str:
+    cut = [s if len(s) <= 80 else s[:77] + '...' for s in spans[:n]]
+    return ', '.join(f'«{s}»' for s in cut) + (f' and {len(spans) - n} more' if len(spans) > n else '')
+
+def page_html(page: Page, body: str, has_h1: bool, pages: list[Page], site: dict, toc,
+              math: MathRenderer | None = None) -> str:
     from pygments.formatters import HtmlFormatter
     up = '../' * page.href.count('/')
     first = {}
@@ -459,6 +577,10 @@ def page_html(page: Page, body: str, has_h1: bool, pages: list[Page], site: dict
     tocs = ''.join(f'<li class="l{l}"><a href="#{i}">{html.escape(t)}</a></li>' for l, i, t in toc)
     toc_html = f'<nav class="toc"><h2>On this page</h2><ul>{tocs}</ul></nav>' if len(toc) > 1 else '<div></div>'
     title = page.title if page.section == 'home' else f'{page.title} – {site["title"]}'
+    math = math or MathRenderer()
+    has_math = _re_tex.search(_re_html_code.sub(' ', head + body))
+    why = MATH_FAILED.format(html.escape(math.describe())) + ('' if math.katex else MATH_OFFLINE)
+    notice = f'<p class="math-notice">{why}</p>\n' if has_math else ''
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -467,13 +589,13 @@ def page_html(page: Page, body: str, has_h1: bool, pages: list[Page], site: dict
 <style>{CSS}
 {HtmlFormatter(style='default').get_style_defs('.highlight')}
 .highlight {{ background: var(--code-bg); }}</style>
-{MATHJAX}
+{math_head(math, up)}
 </head><body>
 <header class="navbar"><a href="{up}index.html">{html.escape(site['title'])}</a>{nav}</header>
 <div class="layout">
 {_sidebar(pages, page)}
 <main>
-{head}
+{notice}{head}
 {body}
 <footer>Generated from <code>{html.escape(page.src)}</code> by <code>.ci/docs.py</code> (nbconvert); the Quarto build of the same site is <code>python .ci/docs.py --quarto</code>.</footer>
 </main>
@@ -481,12 +603,14 @@ def page_html(page: Page, body: str, has_h1: bool, pages: list[Page], site: dict
 </div></body></html>
 """
 
-def render_fallback(out: Path, pages: list[Page], cfg) -> list[str]:
-    "Render every page into out/_site with nbconvert; return the list of failures."
+def render_fallback(out: Path, pages: list[Page], cfg, math: MathRenderer | None = None) -> list[str]:
+    "Render every page into out/_site with nbconvert, math typeset by `math`; return the list of failures."
+    math = math or MathRenderer()
     proc, site = out/'_proc', out/'_site'
     info = {'title': cfg.get('title') or cfg.get('lib_name', '')}
     site_url = cfg.get('doc_host', '') + cfg.get('doc_baseurl', '')
     exporter, errors = _exporter(), []
+    if math.katex: copy_katex(math.katex, site)
     for f in proc.rglob('*'):      # assets (images referenced by relative path, csv files, ...)
         if f.is_file() and f.suffix.lower() in ASSET_SUFFIXES:
             (site/f.relative_to(proc)).parent.mkdir(parents=True, exist_ok=True)
@@ -501,7 +625,9 @@ def render_fallback(out: Path, pages: list[Page], cfg) -> list[str]:
                 errors.append(f'{p.src}: rendered page is empty'); continue
             dst = site/p.href
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text(page_html(p, body, has_h1, pages, info, toc), encoding='utf-8')
+            page = page_html(p, body, has_h1, pages, info, toc, math)
+            errors += [f'{p.src}: {e}' for e in math_problems(page, source_tex(src))]
+            dst.write_text(page, encoding='utf-8')
         except Exception as e:
             errors.append(f'{p.src}: {type(e).__name__}: {e}')
     return errors
@@ -517,8 +643,10 @@ def render_quarto(out: Path, pages: list[Page]) -> list[str]:
         f = site/p.href
         if not f.exists(): errors.append(f'{p.src}: quarto wrote no {p.href}')
         else:
-            main = re.search(r'<main\b.*?</main>', f.read_text(encoding='utf-8'), re.S)
+            page = f.read_text(encoding='utf-8')
+            main = re.search(r'<main\b.*?</main>', page, re.S)
             if not main or not _text(main[0]): errors.append(f'{p.src}: rendered page is empty')
+            errors += [f'{p.src}: {e}' for e in math_problems(page)]   # pandoc rewrites delimiters: no span check
     return errors
 
 def main(argv=None):
@@ -526,6 +654,11 @@ def main(argv=None):
     ap.add_argument('--out', type=Path, default=ROOT, help='folder for _proc/ and _site/ (default: the repo root)')
     ap.add_argument('--quarto', action='store_true', help='render with `quarto render _proc` if quarto is on PATH')
     ap.add_argument('--workers', type=int, default=max(1, min(4, os.cpu_count() or 1)), help='processes for nbdev processing')
+    ap.add_argument('--mathjax-url', default=MATHJAX_URL, metavar='URL',
+                    help='MathJax 3 component every page loads (default, as Quarto: %(default)s)')
+    ap.add_argument('--katex', type=Path, metavar='DIR',
+                    help='typeset math with KaTeX copied from DIR into the site, so pages render math offline '
+                         '(DIR holds katex.min.js, contrib/ and fonts/: /usr/share/javascript/katex, node_modules/katex/dist)')
     ap.add_argument('-v', '--verbose', action='store_true', help="show nbdev's warnings")
     a = ap.parse_args(argv)
     t0 = time.time()
@@ -534,15 +667,22 @@ def main(argv=None):
     cfg = get_config()
     out = a.out.resolve()
     site = out/'_site'
+    math = MathRenderer(a.mathjax_url, a.katex.resolve() if a.katex else None)
+    if math.katex:
+        try: _katex_files(math.katex)
+        except DocsError as e: sys.exit(f'docs: FAILED: {e}')
     try: pages, errors = assemble(out, a.workers, a.verbose)
     except DocsError as e: sys.exit(f'docs: FAILED to assemble {out/"_proc"}: {e}')
     if site.exists(): shutil.rmtree(site)
     site.mkdir(parents=True)
     use_quarto = a.quarto and shutil.which('quarto')
     if a.quarto and not use_quarto: print('docs: quarto is not on PATH; rendering with nbconvert', file=sys.stderr)
-    render_errors = render_quarto(out, pages) if use_quarto else render_fallback(out, pages, cfg)
+    if use_quarto and (a.katex or a.mathjax_url != MATHJAX_URL):
+        print('docs: --katex/--mathjax-url apply to the nbconvert rendering; Quarto uses html-math-method '
+              'of _quarto.yml', file=sys.stderr)
+    render_errors = render_quarto(out, pages) if use_quarto else render_fallback(out, pages, cfg, math)
     n = {s: sum(p.section == s for p in pages) for s in SECTIONS}
-    how = 'quarto' if use_quarto else 'nbconvert'
+    how = 'quarto' if use_quarto else f'nbconvert, math by {math.describe()}'
     if errors or render_errors:
         sys.exit(f'docs: FAILED: {len(errors) + len(render_errors)} page(s) could not be built (the other '
                  f'{len(pages) - len(render_errors)} are in {site}):\n' + '\n'.join(errors + render_errors))

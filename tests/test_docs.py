@@ -1,6 +1,7 @@
 """The docs site: .ci/docs.py builds every page (library through nbdev, papers, claims ledger) into a
 scratch folder, show_doc output makes it into the library pages, and the nbconvert fallback renders
-papers and notes (outputs, hidden inputs, links, math) and empty sections."""
+papers and notes (outputs, hidden inputs, links, math) and empty sections. Every page with TeX loads a math
+renderer and keeps its TeX verbatim; every page is titled by its source's own title."""
 import importlib.util, re, subprocess, sys
 from pathlib import Path
 import nbformat as nbf
@@ -137,3 +138,131 @@ def test_fallback_fails_loudly_on_empty_page(tmp_path):
     errors = docs.render_fallback(tmp_path, [docs.Page('library', 'empty.ipynb', 'empty.html', '')],
                                   {'title': 't', 'lib_name': 't'})
     assert errors and 'empty.ipynb' in errors[0] and 'empty' in errors[0]
+
+# -- math: every page with TeX loads a renderer and keeps its TeX intact --------------------------------
+
+def _site_pages(out):
+    "(source in _proc, rendered page text, Page) for every page of the built site."
+    proc = out/'_proc'
+    srcs = [(f, 'library') for f in sorted(proc.glob('*.ipynb'))]
+    srcs += [(f, 'papers') for f in sorted((proc/'papers').glob('*.ipynb'))]
+    srcs += [(f, 'notes') for f in sorted((proc/'ticket_notes').glob('*.md')) if f.stem != 'index']
+    for f, section in srcs:
+        p = docs.page_for(proc, f, section)
+        yield f, _page(out, p.href), p
+
+def test_math_renders_on_every_page(site):
+    out, _ = site
+    with_math = {}
+    for src, html, p in _site_pages(out):
+        spans = docs.source_tex(src)
+        assert docs.math_problems(html, spans) == [], f'{p.href}: {docs.math_problems(html, spans)}'
+        if spans:
+            with_math[p.href] = html
+            assert re.search(r'<script\b[^>]*src="[^"]*mathjax@3[^"]*tex-chtml', html), f'{p.href} loads no MathJax'
+            assert 'class="math-notice"' in html            # what a reader offline is told
+    assert {'lmc.html', 'imp.html', 'papers/lmc.html'} <= set(with_math)     # the check is not vacuous
+    lmc, imp = with_math['lmc.html'], with_math['imp.html']
+    assert r'$\mu(\alpha) = (1-\alpha)\mu_1 + \alpha\mu_2$' in lmc
+    assert r'\mathcal{A}_0(\mathbf{m}^{(L)}\odot\mathbf{w}^{(L-1)},T)$' in imp        # the IMP-LRR formula
+    assert r'$$d_\ell = \prod_{j=1}^{\ell} (1 - p_j)$$' in imp and r'+ \varepsilon$' in imp
+
+def test_math_survives_markdown(tmp_path):
+    "Underscores, stars, backslashes and braces inside $..$ and $$..$$ reach the page as TeX, in notebooks and notes."
+    tex = [r'$\mu(\alpha)$', r'$w^{(L)} = A_0(m^{(L)} \odot w^{(L-1)}, T)$', r'$a_1 * b_1 * c_1$', r'$\{0, 1\}^d$',
+           r'$\varepsilon_{\text{train}}$', '$$\n\\max_{\\alpha} \\mathcal{L}_{\\text{train}}(w_\\alpha) \\le \\varepsilon_1 < 2\n$$']
+    md = 'Text with ' + ' and '.join(tex[:-1]) + ', then display math:\n\n' + tex[-1] + '\n\nCosts $5 and $10 (not math).\n'
+    proc = tmp_path/'_proc'; proc.mkdir()
+    nbf.write(nbf.v4.new_notebook(cells=[nbf.v4.new_markdown_cell('# Math page\n\n' + md)]), proc/'m.ipynb')
+    (proc/'n.md').write_text('---\ntitle: Note\n---\n\n' + md)
+    pages = [docs.page_for(proc, proc/'m.ipynb', 'library'), docs.page_for(proc, proc/'n.md', 'notes')]
+    assert docs.render_fallback(tmp_path, pages, {'title': 't', 'lib_name': 't'}) == []
+    for p in pages:
+        html = (tmp_path/'_site'/p.href).read_text()
+        assert docs.source_tex(proc/p.src) == tex
+        for t in tex: assert t.replace('<', '&lt;') in html, f'{p.href}: {t!r} not intact'
+        assert docs.math_problems(html, tex) == []
+
+def test_math_check_fails_without_renderer(tmp_path, monkeypatch):
+    "The checker itself: a page with math and no renderer, mangled math, lost TeX; the build reports them."
+    proc = tmp_path/'_proc'; proc.mkdir()
+    (proc/'n.md').write_text('---\ntitle: Note\n---\n\nThe barrier $\\mathcal{E}_{\\sup}(w_1, w_2)$.\n')
+    page = docs.page_for(proc, proc/'n.md', 'notes')
+    assert docs.render_fallback(tmp_path, [page], {'title': 't', 'lib_name': 't'}) == []
+    html = (tmp_path/'_site'/'n.html').read_text()
+    spans = docs.source_tex(proc/'n.md')
+    assert spans == ['$\\mathcal{E}_{\\sup}(w_1, w_2)$'] and docs.math_problems(html, spans) == []
+    stripped = re.sub(r'<script\b[^>]*\bsrc="[^"]*"[^>]*>\s*</script>', '', html)
+    assert stripped != html
+    (problem,) = docs.math_problems(stripped, spans)
+    assert 'no math renderer' in problem and 'mathcal' in problem
+    assert docs.math_problems(stripped) != []                 # found in the HTML alone, without the source
+    # no math, no renderer: fine; dollars that are not math are not math
+    assert docs.math_problems('<p>Costs $5 and $10; <code>$HOME</code> and <pre>echo $PATH $x$</pre></p>') == []
+    # markdown without the math plugin mangles TeX: <em> inside $..$, backslashes lost
+    import mistune
+    src = r'Math $x*y*z$ and $\{0, 1\}$.'
+    bad = mistune.html(src) + docs.math_head(docs.MathRenderer(), '')
+    probs = docs.math_problems(bad, docs.tex_spans(src))
+    assert any('mangled' in p and '<em>' in p for p in probs) and any('not intact' in p and r'\{0, 1\}' in p for p in probs)
+    # the build fails on a page whose renderer is gone
+    monkeypatch.setattr(docs, 'math_head', lambda math, up: '')
+    errors = docs.render_fallback(tmp_path, [page], {'title': 't', 'lib_name': 't'})
+    assert len(errors) == 1 and errors[0].startswith('n.md: ') and 'no math renderer' in errors[0]
+
+def _fake_katex(d):
+    for f in ('katex.min.js', 'katex.min.css', 'contrib/auto-render.min.js', 'fonts/KaTeX_Main-Regular.woff2'):
+        (d/f).parent.mkdir(parents=True, exist_ok=True); (d/f).write_text(f'/* {f} */')
+    return d
+
+def test_katex_copied_for_offline_pages(tmp_path):
+    proc = tmp_path/'_proc'; (proc/'ticket_notes').mkdir(parents=True)
+    (proc/'ticket_notes'/'n.md').write_text('# A claim\n\nStable at $k \\ge 0$.\n')
+    page = docs.page_for(proc, proc/'ticket_notes'/'n.md', 'notes')
+    math = docs.MathRenderer(katex=_fake_katex(tmp_path/'katex'))
+    assert docs.render_fallback(tmp_path, [page], {'title': 't', 'lib_name': 't'}, math) == []
+    site = tmp_path/'_site'
+    for f in ('katex.min.js', 'katex.min.css', 'auto-render.js', 'fonts/KaTeX_Main-Regular.woff2'):
+        assert (site/'_katex'/f).is_file(), f
+    html = (site/'ticket_notes'/'n.html').read_text()
+    assert 'src="../_katex/katex.min.js"' in html and 'href="../_katex/katex.min.css"' in html
+    assert 'renderMathInElement' in html and 'mathjax' not in html.lower() and '$k \\ge 0$' in html
+    assert docs.math_problems(html, ['$k \\ge 0$']) == []
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(docs.DocsError, match='katex.min.js.*fonts/'): docs.copy_katex(tmp_path/'empty', site)
+
+# -- titles: each page is titled by its source's own title ---------------------------------------------
+
+def _first_h1(md):
+    return docs._h1_title(md)[0]
+
+def _titles(html, href):
+    "(<title>, the page's h1 text, the sidebar entry's text) of a rendered page."
+    unescape = __import__('html').unescape
+    title = unescape(re.search(r'<title>(.*?)</title>', html, re.S)[1])
+    h1 = re.search(r'<h1\b[^>]*>(.*?)</h1>', re.sub(r'<a class="anchor-link".*?</a>', '', html), re.S)[1]
+    side = re.search(r'<nav class="sidebar".*?</nav>', html, re.S)[0]
+    up = '../' * href.count('/')
+    entry = re.search(rf'<a href="{re.escape(up + href)}"[^>]*>(.*?)</a>', side)
+    return title, unescape(re.sub(r'<[^>]+>', '', h1)).strip(), unescape(entry[1]) if entry else None
+
+def test_titles_are_the_sources_titles(site):
+    out, _ = site
+    checked = 0
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')) + sorted((ROOT/'papers').glob('*.ipynb')):
+        src = next(c.source for c in nbf.read(nb, as_version=4).cells if c.cell_type == 'markdown' and c.source.strip())
+        want = _first_h1(src)
+        assert want, f'{nb.name} has no `# Title` markdown cell'
+        href = ('papers/' if nb.parent.name == 'papers' else '') + re.sub(r'^\d+_', '', nb.stem) + '.html'
+        title, h1, entry = _titles(_page(out, href), href)
+        assert h1 == want, f'{href}: h1 {h1!r}, the notebook says {want!r}'
+        if href == 'index.html': assert (title, entry) == (want, 'Home')
+        else: assert (title, entry) == (f'{want} – ticketlab', want), href
+        checked += 1
+    for note in sorted((ROOT/'ticket_notes').glob('*.md')):
+        fm, has_h1 = docs.md_meta(note.read_text())
+        if not fm.get('title'): continue                # a note with neither title: nor `# heading`: its file name
+        href = f'ticket_notes/{note.stem}.html'
+        assert _titles(_page(out, href), href) == (f'{fm["title"]} – ticketlab', fm['title'], fm['title']), href
+        checked += 1
+    assert checked >= len(_library_notebooks()) + 2
