@@ -1,5 +1,5 @@
 "Property tests of ticketlab.masks: exact counts, nesting, densities, warnings, random pruning, identity."
-import math, warnings
+import math, os, warnings
 import pytest, torch
 from hypothesis import given, settings, strategies as st
 from ticketlab.masks import Mask, magnitude_prune, prune_to_density, random_prune
@@ -185,3 +185,20 @@ def test_cuda_roundtrip():
     assert m.to('cpu') == m and m.to('cpu').hash == m.hash
     assert magnitude_prune(net.cpu(), m.to('cpu'), 0.2) == magnitude_prune(net.cuda(), m, 0.2).to('cpu')
     assert random_prune(m, 0).to('cpu') == random_prune(m.to('cpu'), 0)
+
+class _RunsShell:
+    "Unpickling this runs `touch marker` (what a malicious file would do)."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (os.system, (f'touch {self.marker}',))
+
+def test_mask_file_that_would_run_code_is_refused(tmp_path):
+    from ticketlab.masks import UnsafeFileError
+    marker, p = tmp_path/'ran', tmp_path/'mask.pt'
+    torch.save({'fc1.weight': torch.ones(3, dtype=torch.bool), 'fc2.weight': _RunsShell(marker)}, p)
+    torch.load(p, weights_only=False)                     # the payload is live: an unsafe load runs it ...
+    assert marker.exists(); marker.unlink()
+    with pytest.raises(UnsafeFileError, match='nothing in it was run') as e: Mask.load(p)
+    assert str(p) in str(e.value) and 'system' in str(e.value)
+    assert not marker.exists()                            # ... Mask.load refuses it before anything runs
+    torch.save(['not', 'a', 'mask'], p)
+    with pytest.raises(ValueError, match='not a mask file'): Mask.load(p)

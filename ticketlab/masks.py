@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_masks.ipynb #0b8c8db5
 from __future__ import annotations
-import hashlib, json, math, warnings
+import hashlib, json, math, pickle, warnings
 from collections.abc import Mapping
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
@@ -13,7 +13,7 @@ from .core import atomic_torch_save, make_generator
 from .models import prunable_parameters
 
 # %% auto #0
-__all__ = ['Mask', 'magnitude_prune', 'prune_to_density', 'random_prune']
+__all__ = ['Mask', 'UnsafeFileError', 'safe_torch_load', 'magnitude_prune', 'prune_to_density', 'random_prune']
 
 # %% ../nbs/03_masks.ipynb #995b8c80
 def _named_weights(weights) -> dict[str, torch.Tensor]:
@@ -121,6 +121,21 @@ def state_dict(self:Mask) -> dict[str, torch.Tensor]: "Name -> bool tensor."; re
 @patch(cls_method=True)
 def from_state_dict(cls:Mask, d:dict) -> Mask: "The `Mask` of a `state_dict`."; return cls(d)
 
+class UnsafeFileError(pickle.UnpicklingError):
+    "A file holding objects other than tensors and plain containers: refused, and nothing in it was run."
+
+def safe_torch_load(f, # a path or a binary file object
+                    map_location='cpu', # where the tensors go
+                    name=None, # how errors name the file (default: `f`)
+                   ):
+    "`torch.load` of tensors and plain containers only; anything else raises `UnsafeFileError` before it runs."
+    try: return torch.load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [l.strip() for l in str(e).splitlines()[1:] if l.strip() and not l.startswith('Check the documentation')]
+        raise UnsafeFileError(f'{name or f}: not loaded: it holds something other than tensors and plain containers '
+                              f'({lines[0] if lines else e}); nothing in it was run. Load it with torch.load(weights_only=False) '
+                              'only if you trust whoever wrote it') from None
+
 @patch
 def save(self:Mask, path):
     "Write the mask to `path` atomically (CPU tensors)."
@@ -128,8 +143,10 @@ def save(self:Mask, path):
 
 @patch(cls_method=True)
 def load(cls:Mask, path, map_location='cpu') -> Mask:
-    "Read a mask written by `Mask.save`."
-    return cls(torch.load(path, map_location=map_location, weights_only=True))
+    "Read a mask written by `Mask.save` (tensors only: anything else raises `UnsafeFileError`, unrun)."
+    d = safe_torch_load(path, map_location)
+    if not isinstance(d, Mapping): raise ValueError(f'{path}: not a mask file (expected a dict name -> bool tensor, found {type(d).__name__})')
+    return cls(d)
 
 # %% ../nbs/03_masks.ipynb #4b214b90
 def _weights_for(weights, mask:Mask) -> dict[str, torch.Tensor]:

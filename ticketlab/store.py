@@ -29,13 +29,13 @@ def save_checkpoint(state:dict, path):
     with atomic_write(path) as f: f.write(_MAGIC + hashlib.sha256(payload).digest() + payload)
 
 def load_checkpoint(path, map_location='cpu') -> dict:
-    "Read a checkpoint written by `save_checkpoint`, verifying its checksum."
+    "Read a checkpoint written by `save_checkpoint`, verifying its checksum; only tensors and plain containers are accepted."
     raw = Path(path).read_bytes()
     head, digest, payload = raw[:len(_MAGIC)], raw[len(_MAGIC):len(_MAGIC) + 32], raw[len(_MAGIC) + 32:]
     if head != _MAGIC: raise CorruptCheckpointError(f'{path}: not a ticketlab checkpoint (bad header)')
     if hashlib.sha256(payload).digest() != digest:
         raise CorruptCheckpointError(f'{path}: checksum mismatch ({len(payload)} bytes); the file is damaged')
-    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+    return safe_torch_load(io.BytesIO(payload), map_location, name=path)   # tensors and plain containers only
 
 # %% ../nbs/05_store.ipynb #84b90fd1
 def _key_hash(hparams:Hparams, key:dict|None) -> str:
@@ -52,11 +52,11 @@ class Run:
     @property
     def name(self) -> str: return self.path.name
 
-    def begin(self):
+    def begin(self, **resolved): # how the run's settings resolved on this machine, e.g. resolved_precision='bf16' (recorded, not hashed)
         "Create the folder and record what the run computes (idempotent)."
         if not (self.path/'hparams.json').exists():
             rec = dict(kind=self.kind, hparams_class=type(self.hparams).__name__, hparams=self.hparams.to_dict(),
-                       nondefault=self.hparams.nondefault(), key=self.key, created=time.strftime('%Y-%m-%dT%H:%M:%S'))
+                       nondefault=self.hparams.nondefault(), key=self.key, created=time.strftime('%Y-%m-%dT%H:%M:%S'), **resolved)
             with atomic_write(self.path/'hparams.json', 'w') as f: json.dump(rec, f, indent=1, default=str)
         return self
 
@@ -85,6 +85,7 @@ class Run:
     def mark_done(self, summary:dict):
         with atomic_write(self.path/'done.json', 'w') as f: json.dump(summary, f, indent=1, default=str)
     def summary(self) -> dict: return json.loads((self.path/'done.json').read_text())
+    def record(self) -> dict: "What `begin` wrote: kind, hparams, key, creation time, resolved settings."; return json.loads((self.path/'hparams.json').read_text())
 
 class Store:
     "A folder of runs, keyed by the hash of what they compute."
@@ -113,7 +114,7 @@ class _ResumeCB(Callback):
             save_checkpoint(dict(t.state(), history=t.history), self.run.path/'resume.pt')
 
 def _read_or_set_aside(p:Path) -> dict|None:
-    "The checkpoint at `p`, or None if absent or damaged (damaged files are reported and set aside)."
+    "The checkpoint at `p`, or None if absent or damaged (damaged files are reported and set aside; unsafe ones raise)."
     if not p.exists(): return None
     try: return load_checkpoint(p)
     except CorruptCheckpointError as e:
@@ -166,10 +167,14 @@ def train_run(hp:TrainHparams, # what to compute
     keep = sorted({tr.steps(s) for s in checkpoints} | {tr.end_step})
     tr.callbacks = sorted(tr.callbacks + [CheckpointCB(keep, run.save_checkpoint)]
                           + ([ProgressCB(f'{kind} {run.name[:8]}')] if progress else []), key=lambda c: c.order)
-    run.begin()
+    run.begin(resolved_precision=tr.precision, device=str(tr.device))
     if mask is not None: run.save_mask(mask)
     state = _latest_state(run)
     if state is not None:
+        began = run.record().get('resolved_precision')
+        if began not in (None, tr.precision):
+            warnings.warn(f'{run} began under {began} and resumes under {tr.precision} (precision={hp.precision!r} resolves '
+                          f'differently on {tr.device} here): the run mixes precisions; pass an explicit precision to avoid it')
         tr.load_state(state); tr.history = list(state.get('history', []))
         start = tr.step
     tr.fit(start, tr.end_step)
