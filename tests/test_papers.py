@@ -2,7 +2,8 @@
 import hashlib, json, os, subprocess, sys
 from pathlib import Path
 import pytest
-from ticketlab.papers import PRESETS, paper_names, papers_dir, parameters_cell, run_paper
+import ticketlab
+from ticketlab.papers import PRESETS, installed_papers_dir, paper_names, papers_dir, parameters_cell, run_paper
 
 NAMES = paper_names()
 
@@ -39,4 +40,28 @@ def test_replicate_cli_bad_input(tmp_path, args):
     code = 'import sys; from ticketlab.papers import replicate_parser, cmd_replicate; p = replicate_parser(); cmd_replicate(p.parse_args(sys.argv[1:]), p.prog)'
     r = subprocess.run([sys.executable, '-c', code, *args, '--out', str(tmp_path/'out')], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and 'ticketlab replicate: error:' in r.stderr, r.stderr
+    assert not (tmp_path/'out').exists()
+
+def test_papers_dir_in_a_checkout_is_its_papers_folder(monkeypatch):
+    monkeypatch.delenv('TICKETLAB_PAPERS', raising=False)
+    root = Path(ticketlab.__file__).resolve().parent.parent                 # the tests run against a checkout
+    assert papers_dir() == root/'papers' and installed_papers_dir() == root/'ticketlab'/'paper_notebooks'
+    assert not installed_papers_dir().exists()                             # the shipped copy is a build product only
+
+def test_ticketlab_papers_overrides_and_an_empty_folder_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv('TICKETLAB_PAPERS', str(tmp_path))
+    assert papers_dir() == tmp_path.resolve() and paper_names() == []
+    with pytest.raises(ValueError, match='none found in .*TICKETLAB_PAPERS'): run_paper('lmc', out_dir=tmp_path/'out')
+    (tmp_path/'mine.ipynb').write_text(json.dumps({'cells': [{'cell_type': 'code', 'metadata': {'tags': ['parameters']},
+                                                              'source': ['preset = "smoke"\n', 'out_dir = None']}]}))
+    (tmp_path/'_draft.ipynb').write_text('{}')
+    assert paper_names() == ['mine'] and 'out_dir = None' in parameters_cell('mine')
+    assert not (tmp_path/'out').exists()
+
+def test_replicate_without_papermill_says_what_to_install(tmp_path):
+    code = ('import sys; sys.modules["papermill"] = None; from ticketlab.papers import replicate_parser, cmd_replicate; '
+            'p = replicate_parser(); cmd_replicate(p.parse_args(sys.argv[1:]), p.prog)')
+    r = subprocess.run([sys.executable, '-c', code, 'lmc', '--out', str(tmp_path/'out')], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert 'ticketlab replicate: error: running the paper notebooks needs papermill' in r.stderr and 'pip install papermill ipykernel' in r.stderr
     assert not (tmp_path/'out').exists()
