@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_imp.ipynb #b07c0c23
 from __future__ import annotations
-import argparse, math, sys, time
+import argparse, math, re, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -17,11 +17,12 @@ from .train import *
 from .store import *
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'RETRAIN_SPANS', 'BASELINES', 'IMP_COLUMNS', 'ImpHparams', 'one_shot', 'dense_mask', 'prune_to',
-           'pretrain', 'ft_learning_rate', 'retrain_span', 'check_imp', 'imp', 'baseline', 'train_loss_spread',
-           'dense_train_loss', 'path_train_losses', 'adaptive_fraction', 'replicate_hparams', 'imp_experiment',
-           'matching', 'dense_rows', 'imp_summary', 'most_extreme_matching', 'most_extreme_matching_any_rewind',
-           'series_label', 'plot_imp', 'imp_parser', 'cmd_imp']
+__all__ = ['STRATEGIES', 'RETRAIN_SPANS', 'BASELINES', 'IMP_COLUMNS', 'CLI_DEFAULTS', 'ImpHparams', 'one_shot', 'dense_mask',
+           'prune_to', 'pretrain', 'ft_learning_rate', 'retrain_span', 'check_imp', 'imp', 'baseline',
+           'train_loss_spread', 'dense_train_loss', 'path_train_losses', 'adaptive_fraction', 'replicate_hparams',
+           'imp_experiment', 'matching', 'dense_rows', 'imp_summary', 'most_extreme_matching',
+           'most_extreme_matching_any_rewind', 'series_label', 'plot_imp', 'lottery_ticket_verdict', 'imp_parser',
+           'cmd_imp']
 
 # %% ../nbs/10_imp.ipynb #165b0130
 STRATEGIES = ('wr', 'lrr', 'ft')
@@ -430,6 +431,27 @@ def plot_imp(df:pd.DataFrame, # `imp_experiment` rows (several experiments may b
     return ax
 
 # %% ../nbs/10_imp.ipynb #6ef8bcd7
+CLI_DEFAULTS = dict(fraction=0.5, levels=8)   # `ticketlab imp`: 8 levels of 50% reach 0.39% of the weights
+
+def lottery_ticket_verdict(df:pd.DataFrame, # `imp_experiment` rows with IMP and at least one baseline
+                           metric:str='test_accuracy') -> str:
+    "One sentence: at the sparsest level the baselines ran on, does IMP beat each of them by more than the noise?"
+    s = imp_summary(df, metric)
+    base = s[s.strategy.isin(BASELINES)]
+    if base.empty: return 'no baselines were run: nothing to compare IMP with'
+    L = base.level.max()
+    at = s[s.level == L].set_index('strategy')
+    imp_ = at.loc[[st for st in at.index if st in STRATEGIES][0]]
+    parts, wins = [], []
+    for b in [b for b in BASELINES if b in at.index]:
+        gap, noise = imp_['mean'] - at.loc[b, 'mean'], 2 * np.sqrt(np.nan_to_num(imp_['std'])**2 + np.nan_to_num(at.loc[b, 'std'])**2)
+        wins.append(gap > noise)
+        parts.append(f"{_NAMES[b]} {100*at.loc[b, 'mean']:.1f}% ({100*gap:+.1f} points{'' if gap > noise else ', within noise'})")
+    head = f"at {100*imp_.density:.3g}% of the weights IMP reaches {100*imp_['mean']:.1f}%, " + ', '.join(parts)
+    tail = ('IMP beats every baseline: the subnetworks it finds are lottery tickets' if all(wins)
+            else 'IMP does not beat every baseline by more than twice the noise here: prune further or run more replicates')
+    return f'{head}. {tail}.'
+
 def imp_parser(p=None) -> argparse.ArgumentParser:
     "The parser of `ticketlab imp`."
     p = p or CLIParser(prog='ticketlab imp')
@@ -437,6 +459,8 @@ def imp_parser(p=None) -> argparse.ArgumentParser:
     p.epilog = f"models: {', '.join(model_names())}\ndata sets: {', '.join(dataset_names())}"
     TrainHparams.add_args(p, 'training hyperparameters')
     ImpHparams.add_args(p, 'IMP hyperparameters')
+    for a in p._actions:            # the command's own defaults: deep enough, fast enough, to show the baselines fall off
+        if a.dest in CLI_DEFAULTS: a.default, a.help = CLI_DEFAULTS[a.dest], re.sub(r'\(default: [^)]*\)', f'(default here: {CLI_DEFAULTS[a.dest]})', a.help)
     g = p.add_argument_group('experiment')
     g.add_argument('--replicates', type=int, default=2, help='independent replicates (default: 2)')
     g.add_argument('--baselines', default='reinit,random_pruning', help="comma-separated, any of reinit, random_pruning; '' for none (default: both)")
@@ -480,7 +504,8 @@ def cmd_imp(args:argparse.Namespace, prog='ticketlab imp'):
     ext = most_extreme_matching(df)
     print(f'\n{hp.model} on {hp.dataset}, {args.replicates} replicate(s), {time.time() - t0:.0f} s')
     print(_summary_text(df))
-    print('\nmost extreme matching density: ' + '; '.join(
+    print('\n' + lottery_ticket_verdict(df))
+    print('most extreme matching density: ' + '; '.join(
         f'{series_label(r.strategy, r.rewind_step)}: ' + ('never matching' if np.isnan(r.density) else f'{100*r.density:.3g}% (level {int(r.level)})')
         for r in ext.itertuples()))
     print(f'wrote {out/"imp.csv"} and {out/"imp.png"}')
