@@ -2,7 +2,8 @@
 """Training throughput of ticketlab's engine against a conventional PyTorch pipeline, side by side in one run.
 
 engine:       ticketlab's in-memory uint8 CIFAR-10, `ticketlab.data.Loader` (batched pad-4 crop + flip on the
-              device), `ticketlab.train.Trainer` with precision 'auto' (bf16 autocast + channels_last where fast).
+              device), `ticketlab.train.Trainer` with precision 'auto' (bf16 autocast + channels_last where
+              `ticketlab.core.precision_probe` measured it faster than fp32, else fp32).
 conventional: the same images as a torchvision-CIFAR10-style data set (a uint8 array in memory, one PIL image per
               sample; or a torchvision ImageFolder of the JPEG files with `--baseline imagefolder`), per-sample PIL
               transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np, torch, torch.nn.functional as F
 
-from ticketlab.core import default_device, seed_all, resolve_precision
+from ticketlab.core import cpu_has_amx, cpu_model, default_device, precision_probe, resolve_precision, seed_all
 from ticketlab.data import find_cifar10_jpeg, load_dataset
 from ticketlab.models import get_model, model_names
 from ticketlab.train import Callback, Trainer, TrainHparams
@@ -150,6 +151,13 @@ def busy_cpus(seconds:float=1.0) -> float|None:
     except (OSError, ValueError, IndexError): return None
     return (os.cpu_count() or 1)*(1 - (i1 - i0)/max(t1 - t0, 1))
 
+def cpu_flags(names=('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')) -> str:
+    "Which of the CPU feature flags that matter for bf16 this CPU has (from /proc/cpuinfo)."
+    try: have = set(next(l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('flags')).split(':', 1)[1].split())
+    except (OSError, StopIteration): return 'unknown'
+    return ' '.join(f'{n}:{"yes" if n in have else "no"}' for n in names)
+
+
 def _load(): return ' '.join(f'{v:.2f}' for v in os.getloadavg())
 def _fmt(secs, bs): return f'{bs/secs:8.1f} images/s ({1000*secs:6.1f} ms/step)'
 
@@ -169,7 +177,14 @@ def main(argv=None):
     bs, ncpu = args.batch_size, os.cpu_count()
 
     print(f'device: {device}' + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else f' ({platform.machine()}, {ncpu} cpus)'))
+    print(f'cpu: {cpu_model()}  flags: {cpu_flags()}  amx (torch): {cpu_has_amx()}')
     print(f'torch: {torch.__version__}  threads: {torch.get_num_threads()}  cpu capability: {torch.backends.cpu.get_cpu_capability()}')
+    pr = precision_probe(device)
+    if pr.get('source') == 'measured':
+        print(f"precision probe ({pr['date']}, {pr['threads']} threads): conv step fp32 {1000*pr['fp32_s']:.1f} ms, bf16 {1000*pr['bf16_s']:.1f} ms, "
+              f"bf16 speedup {pr['speedup']:.2f}x (needs {pr['min_speedup']}) -> auto = {pr['choice']}")
+    else: print(f"precision probe: {pr['source']} -> auto = {pr['choice']}")
+    if os.environ.get('TICKETLAB_PRECISION'): print(f"TICKETLAB_PRECISION={os.environ['TICKETLAB_PRECISION']} overrides the probe for 'auto'")
     print(f'model: {args.model}  batch size: {bs}  timed steps: {args.steps} per pipeline in {args.rounds} alternating rounds  warmup: {args.warmup}')
     print(f'engine:       ticketlab Loader (on-device crop+flip) + Trainer, precision {args.precision} -> {resolve_precision(args.precision, device)}')
     print(f'conventional: {args.baseline} dataset + per-sample PIL transforms, DataLoader num_workers={args.workers}, fp32')

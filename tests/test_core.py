@@ -41,3 +41,157 @@ def test_step_parse(s, ipe, it):
 @pytest.mark.parametrize('bad', ['2000', 'ep', '1.5ep', '-3it', '10 epochs', ''])
 def test_step_errors(bad):
     with pytest.raises(ValueError, match="'<N>it'"): Step.from_str(bad, 10)
+
+
+# --- precision policy: 'auto' is chosen by a cached measurement, never by a CPU flag alone ---
+import json, torch
+from ticketlab import core
+from ticketlab.core import (resolve_precision, precision_probe, precision_key, memory_format, autocast, time_precisions,
+                            BF16_MIN_SPEEDUP)
+
+@pytest.fixture
+def probe_home(tmp_path, monkeypatch):
+    "A fresh TICKETLAB_HOME, no in-process memo, no override, and a fake timer that counts its calls."
+    monkeypatch.setenv('TICKETLAB_HOME', str(tmp_path))
+    monkeypatch.delenv('TICKETLAB_PRECISION', raising=False)
+    monkeypatch.setattr(core, '_PROBES', {})
+    calls, times = [], {'fp32': 2.0, 'bf16': 1.0}
+    def fake_timer(): calls.append(dict(times)); return dict(times)
+    monkeypatch.setattr(core, 'time_precisions', fake_timer)
+    return tmp_path, calls, times
+
+def test_probe_measures_once_and_caches(probe_home):
+    home, calls, _ = probe_home
+    p = precision_probe('cpu')
+    path = home/'precision'/f'{precision_key()}.json'
+    assert path.is_file() and len(calls) == 1
+    on_disk = json.loads(path.read_text())
+    assert on_disk['choice'] == p['choice'] == 'bf16'
+    assert (on_disk['fp32_s'], on_disk['bf16_s'], on_disk['torch'], on_disk['cpu']) == (2.0, 1.0, torch.__version__, core.cpu_model())
+    assert {'threads', 'date', 'capability', 'speedup', 'min_speedup'} <= set(on_disk)
+    assert precision_probe('cpu') == p and resolve_precision('auto', 'cpu') == 'bf16' and len(calls) == 1
+    core._PROBES.clear()                                     # a new process: reads the file, does not measure
+    assert precision_probe('cpu')['choice'] == 'bf16' and len(calls) == 1
+    precision_probe('cpu', refresh=True)
+    assert len(calls) == 2
+    assert [f.name for f in (home/'precision').iterdir()] == [path.name]   # atomic write: no temporary files left
+
+def test_corrupt_cache_is_measured_again(probe_home):
+    home, calls, _ = probe_home
+    path = home/'precision'/f'{precision_key()}.json'
+    path.parent.mkdir(parents=True); path.write_text('{"choice": "fp1')
+    assert precision_probe('cpu')['choice'] == 'bf16' and len(calls) == 1
+    assert json.loads(path.read_text())['choice'] == 'bf16'
+
+def test_key_names_cpu_model_and_torch_version(probe_home, monkeypatch):
+    _, calls, _ = probe_home
+    k0 = precision_key()
+    precision_probe('cpu')
+    monkeypatch.setattr(core, 'cpu_model', lambda: 'Fake CPU 9000')
+    k1 = precision_key()
+    assert k1 != k0 and k1.startswith('Fake-CPU-9000-torch')
+    monkeypatch.setattr(torch, '__version__', '9.9.9')
+    k2 = precision_key()
+    assert k2 != k1 and 'torch9.9.9' in k2
+    p = precision_probe('cpu')                               # another CPU / torch: measured anew, in its own file
+    assert len(calls) == 2 and p['key'] == k2 and p['cpu'] == 'Fake CPU 9000' and p['torch'] == '9.9.9'
+
+@pytest.mark.parametrize('fp32_s,bf16_s,want', [(2.0, 1.0, 'bf16'), (1.0, 2.0, 'fp32'), (1.0, 5.0, 'fp32'),
+                                                (BF16_MIN_SPEEDUP*0.99, 1.0, 'fp32'), (BF16_MIN_SPEEDUP*1.01, 1.0, 'bf16')])
+def test_auto_follows_the_measurement(probe_home, fp32_s, bf16_s, want):
+    _, calls, times = probe_home
+    times.update(fp32=fp32_s, bf16=bf16_s)
+    assert resolve_precision('auto', 'cpu') == want and len(calls) == 1
+    assert memory_format('auto', 'cpu') == (torch.channels_last if want == 'bf16' else torch.contiguous_format)
+    with autocast('auto', 'cpu'): dt = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    assert dt == (torch.bfloat16 if want == 'bf16' else torch.float32)
+
+def test_auto_never_follows_a_flag(probe_home, monkeypatch):
+    _, _, times = probe_home
+    monkeypatch.setattr(core, 'cpu_has_amx', lambda: True)  # AMX claimed, but bf16 measured slower: fp32
+    times.update(fp32=1.0, bf16=3.0)
+    assert resolve_precision('auto', 'cpu') == 'fp32'
+
+@pytest.mark.parametrize('env,want', [('bf16', 'bf16'), ('fp32', 'fp32'), (' FP32 ', 'fp32')])
+def test_env_override(probe_home, monkeypatch, env, want):
+    _, calls, _ = probe_home
+    monkeypatch.setenv('TICKETLAB_PRECISION', env)
+    assert resolve_precision('auto', 'cpu') == want and calls == []   # fixed without measuring
+    assert resolve_precision('fp32', 'cpu') == 'fp32' and resolve_precision('bf16', 'cpu') == 'bf16'  # explicit wins
+
+def test_env_auto_measures(probe_home, monkeypatch):
+    _, calls, _ = probe_home
+    monkeypatch.setenv('TICKETLAB_PRECISION', 'auto')
+    assert resolve_precision('auto', 'cpu') == 'bf16' and len(calls) == 1
+
+def test_bad_precisions_name_the_choices(probe_home, monkeypatch):
+    with pytest.raises(ValueError, match='choose one of auto, fp32, bf16'): resolve_precision('fp16', 'cpu')
+    monkeypatch.setenv('TICKETLAB_PRECISION', 'half')
+    with pytest.raises(ValueError, match=r"TICKETLAB_PRECISION='half': choose one of auto, fp32, bf16"): resolve_precision('auto', 'cpu')
+
+def test_cuda_uses_bf16_support_without_measuring(probe_home, monkeypatch):
+    _, calls, _ = probe_home
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda d=None: 'Fake GPU')
+    for ok, want in ((True, 'bf16'), (False, 'fp32')):
+        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda ok=ok: ok)
+        assert resolve_precision('auto', 'cuda') == want
+    assert calls == []
+
+def test_time_precisions_is_real_and_harmless():
+    "The real measurement (one step of each): positive times, the global RNG untouched, fine under no_grad."
+    s = torch.random.get_rng_state()
+    with torch.no_grad(): t = time_precisions(budget=0, max_reps=1)
+    assert set(t) == {'fp32', 'bf16'} and min(t.values()) > 0
+    assert torch.equal(torch.random.get_rng_state(), s)
+
+
+# --- thread policy: one CPU thread for a small step (measured in benchmarks/threads.py) ---
+from torch import nn
+from ticketlab.core import macs_per_example, cpu_threads, thread_policy, SMALL_STEP_MACS
+
+def _lenet(): return nn.Sequential(nn.Flatten(), nn.Linear(64, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+
+@pytest.fixture
+def user_chose_nothing(monkeypatch):
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    n = torch.get_num_threads()
+    monkeypatch.setattr(core, '_TORCH_THREADS', n)
+    yield n
+    torch.set_num_threads(n)
+
+def test_macs_count_conv_and_linear():
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Conv2d(8, 4, 1, stride=2), nn.Flatten(), nn.Linear(4*16*16, 10))
+    assert macs_per_example(conv, (3, 32, 32)) == 32*32*8*27 + 16*16*4*8 + 4*16*16*10
+    conv.train()
+    macs_per_example(conv, (3, 32, 32))
+    assert conv.training and conv[1].num_batches_tracked.item() == 0   # counting neither changes the mode nor BN statistics
+
+def test_small_step_gets_one_thread(user_chose_nothing):
+    n = user_chose_nothing
+    assert cpu_threads(_lenet(), (1, 8, 8), 64, 'cpu') == 1
+    with thread_policy(_lenet(), (1, 8, 8), 64, 'cpu') as k: assert k == torch.get_num_threads() == 1
+    assert torch.get_num_threads() == n
+
+def test_threshold_is_on_work_per_step_not_parameters(user_chose_nothing, monkeypatch):
+    m = _lenet()
+    work = macs_per_example(m, (1, 8, 8))
+    monkeypatch.setattr(core, 'SMALL_STEP_MACS', work*64)
+    assert cpu_threads(m, (1, 8, 8), 63, 'cpu') == 1 and cpu_threads(m, (1, 8, 8), 64, 'cpu') is None
+
+def test_large_step_other_devices_and_user_choice_keep_threads(user_chose_nothing, monkeypatch):
+    n = user_chose_nothing
+    big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))
+    assert macs_per_example(big, (3, 32, 32))*128 >= SMALL_STEP_MACS and cpu_threads(big, (3, 32, 32), 128, 'cpu') is None
+    assert cpu_threads(_lenet(), (1, 8, 8), 64, 'cuda') is None
+    monkeypatch.setenv('OMP_NUM_THREADS', '2')
+    assert cpu_threads(_lenet(), (1, 8, 8), 64, 'cpu') is None
+    monkeypatch.delenv('OMP_NUM_THREADS')
+    torch.set_num_threads(n + 1)                 # the user changed torch's count after importing ticketlab
+    with thread_policy(_lenet(), (1, 8, 8), 64, 'cpu') as k: assert k == n + 1
+    assert torch.get_num_threads() == n + 1
+
+def test_thread_policy_restores_on_error(user_chose_nothing):
+    n = user_chose_nothing
+    with pytest.raises(RuntimeError, match='boom'):
+        with thread_policy(_lenet(), (1, 8, 8), 64, 'cpu'): raise RuntimeError('boom')
+    assert torch.get_num_threads() == n

@@ -4,16 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #2e57cd21
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, json, os, random, re, tempfile
+import argparse, contextlib, dataclasses, functools, hashlib, json, os, platform, random, re, tempfile, time
 from dataclasses import dataclass, field, fields
 from functools import total_ordering
 from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'ticketlab_home', 'atomic_write', 'atomic_torch_save', 'derive_seed', 'make_generator', 'seed_all',
-           'Step', 'default_device', 'cpu_has_amx', 'resolve_precision', 'autocast', 'memory_format', 'hp', 'Hparams',
-           'CLIParser', 'cli_error']
+__all__ = ['PRECISIONS', 'BF16_MIN_SPEEDUP', 'SMALL_STEP_MACS', 'ticketlab_home', 'atomic_write', 'atomic_torch_save',
+           'derive_seed', 'make_generator', 'seed_all', 'Step', 'default_device', 'cpu_model', 'cpu_has_amx',
+           'precision_key', 'time_precisions', 'precision_probe', 'resolve_precision', 'autocast', 'memory_format',
+           'macs_per_example', 'cpu_threads', 'thread_policy', 'hp', 'Hparams', 'CLIParser', 'cli_error']
 
 # %% ../nbs/00_core.ipynb #8eb32f0f
 def ticketlab_home() -> Path:
@@ -125,23 +126,99 @@ def default_device() -> torch.device:
     "CUDA if available, else the CPU."
     return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
 
+@functools.lru_cache(None)
+def _cpuinfo() -> dict:
+    "The fields of the first processor in `/proc/cpuinfo` (empty where there is none)."
+    with contextlib.suppress(OSError):
+        first = Path('/proc/cpuinfo').read_text().split('\n\n', 1)[0]
+        return {k.strip(): v.strip() for k, _, v in (l.partition(':') for l in first.splitlines()) if k.strip()}
+    return {}
+
+def cpu_model() -> str:
+    "This CPU's model name, e.g. 'AMD EPYC' or 'Intel(R) Xeon(R) Platinum 8480+'."
+    return _cpuinfo().get('model name') or platform.processor() or platform.machine() or 'unknown'
+
 def cpu_has_amx() -> bool:
-    "Whether this CPU has AMX tiles (fast bf16 matrix multiply)."
+    "Whether this CPU has AMX tiles: information for reports, never the precision policy."
     with contextlib.suppress(Exception):
         if torch._C._cpu._is_amx_tile_supported(): return True
-    with contextlib.suppress(OSError):
-        return ' amx_bf16' in Path('/proc/cpuinfo').read_text()
-    return False
+    return 'amx_bf16' in _cpuinfo().get('flags', '').split()
+
+def precision_key() -> str:
+    "The name of this CPU and torch build: model name and torch version, plus a hash of the CPU flags and torch's ISA."
+    info = _cpuinfo()
+    ident = [cpu_model(), info.get('flags') or info.get('Features', ''), torch.backends.cpu.get_cpu_capability(), torch.__version__]
+    slug = re.sub(r'[^A-Za-z0-9.+_]+', '-', f'{cpu_model()}-torch{torch.__version__}').strip('-')
+    return f'{slug}-{hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:8]}'
+
+# %% ../nbs/00_core.ipynb #76c12732
+def _probe_net() -> torch.nn.Module:
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+
+def time_precisions(budget:float=1.0, # seconds of timed steps, once each precision has at least 3
+                    max_reps:int=7, # timed steps of each precision at most
+                    batch_size:int=16) -> dict:
+    "Median seconds of a small conv net's training step on the CPU in `fp32` and in `bf16` (autocast + channels_last)."
+    fmt = dict(fp32=torch.contiguous_format, bf16=torch.channels_last)
+    with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
+        torch.manual_seed(0)
+        x = torch.randn(batch_size, 16, 32, 32)
+        nets = {p: (_probe_net().to(memory_format=m), x.contiguous(memory_format=m)) for p, m in fmt.items()}
+        def step(p):
+            net, xp = nets[p]
+            with torch.autocast('cpu', dtype=torch.bfloat16, enabled=p == 'bf16'): y = net(xp)
+            net.zero_grad(set_to_none=True)
+            y.float().square().mean().backward()
+        for p in nets: step(p)   # untimed: oneDNN builds its kernels on first use
+        ts, start = {p: [] for p in nets}, time.perf_counter()
+        for i in range(max_reps):
+            for p in (('fp32', 'bf16') if i % 2 == 0 else ('bf16', 'fp32')):
+                t0 = time.perf_counter(); step(p); ts[p].append(time.perf_counter() - t0)
+            if i >= 2 and time.perf_counter() - start > budget: break
+    return {p: float(np.median(v)) for p, v in ts.items()}
+
+# %% ../nbs/00_core.ipynb #f73a09b2
+BF16_MIN_SPEEDUP = 1.15   # on a CPU, 'auto' is bf16 only if the probe measured it at least this much faster than fp32
+_PROBES = {}              # this process's memo: cache path -> probe
+
+def precision_probe(device=None, # default: `default_device()`
+                    refresh:bool=False, # measure again and replace the cached result
+                   ) -> dict:
+    "What `'auto'` means on `device` and why; on a CPU a one-time fp32-vs-bf16 measurement, cached per CPU and torch."
+    device = torch.device(device or default_device())
+    if device.type == 'cuda':
+        ok = torch.cuda.is_bf16_supported()
+        return dict(device='cuda', name=torch.cuda.get_device_name(device), choice='bf16' if ok else 'fp32', source='cuda bf16 support')
+    if device.type != 'cpu': return dict(device=device.type, choice='fp32', source=f'no bf16 policy for {device.type}')
+    path = ticketlab_home()/'precision'/f'{precision_key()}.json'
+    if not refresh and str(path) in _PROBES: return dict(_PROBES[str(path)])
+    r = None
+    if not refresh:
+        with contextlib.suppress(OSError, ValueError): r = json.loads(path.read_text())
+    if not isinstance(r, dict) or r.get('choice') not in ('fp32', 'bf16'):
+        t = time_precisions()
+        r = dict(key=path.stem, cpu=cpu_model(), torch=torch.__version__, capability=torch.backends.cpu.get_cpu_capability(),
+                 amx=cpu_has_amx(), threads=torch.get_num_threads(), fp32_s=t['fp32'], bf16_s=t['bf16'],
+                 speedup=t['fp32']/t['bf16'], min_speedup=BF16_MIN_SPEEDUP, date=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+        r['choice'] = 'bf16' if r['speedup'] >= BF16_MIN_SPEEDUP else 'fp32'
+        with contextlib.suppress(OSError), atomic_write(path, 'w') as f: json.dump(r, f, indent=1)
+    _PROBES[str(path)] = r = dict(r, device='cpu', source='measured', path=str(path))
+    return dict(r)
 
 def resolve_precision(precision:str, # 'auto', 'fp32' or 'bf16'
                       device=None) -> str:
     "The concrete precision ('fp32' or 'bf16') that `precision` means on `device`."
     if precision not in PRECISIONS: raise ValueError(f'unknown precision {precision!r}; choose one of {", ".join(PRECISIONS)}')
     if precision != 'auto': return precision
-    device = torch.device(device or default_device())
-    if device.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp32'
-    return 'bf16' if device.type == 'cpu' and cpu_has_amx() else 'fp32'
+    env = os.environ.get('TICKETLAB_PRECISION', '').strip().lower()
+    if env not in ('', 'auto'):
+        if env not in PRECISIONS: raise ValueError(f'TICKETLAB_PRECISION={env!r}: choose one of {", ".join(PRECISIONS)}, or unset it')
+        return env
+    return precision_probe(device)['choice']
 
+# %% ../nbs/00_core.ipynb #3ef97d92
 def autocast(precision:str, device=None):
     "The autocast context for `precision` on `device` (a no-op for fp32)."
     device = torch.device(device or default_device())
@@ -151,6 +228,42 @@ def autocast(precision:str, device=None):
 def memory_format(precision:str, device=None):
     "`channels_last` under bf16, where convolutions are fastest in it; contiguous otherwise."
     return torch.channels_last if resolve_precision(precision, device) == 'bf16' else torch.contiguous_format
+
+# %% ../nbs/00_core.ipynb #a77b7cdb
+SMALL_STEP_MACS = 100_000_000   # below this many multiply-adds per training step, train on one CPU thread (benchmarks/threads.py)
+_TORCH_THREADS = torch.get_num_threads()   # torch's count when ticketlab was imported: a different one now was the user's choice
+
+def macs_per_example(model:torch.nn.Module, # the network
+                     shape, # (C, H, W) of one example
+                    ) -> int:
+    "Multiply-adds of `model`'s conv and linear layers in the forward pass of one example."
+    n, hooks, was = [0], [], model.training
+    def count(m, inp, out): n[0] += out[0].numel() * (m.weight[0].numel() if isinstance(m, torch.nn.Conv2d) else m.in_features)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)): hooks.append(m.register_forward_hook(count))
+    try:
+        model.eval()
+        with torch.no_grad(): model(torch.zeros(1, *shape, device=next(model.parameters()).device))
+    finally:
+        for h in hooks: h.remove()
+        model.train(was)
+    return n[0]
+
+def cpu_threads(model:torch.nn.Module, shape, # the network and the (C, H, W) of one example
+                batch_size:int, device=None) -> int|None:
+    "1 to train a small model on the CPU; None to keep torch's threads (a large model, another device, or the user chose)."
+    if torch.device(device or default_device()).type != 'cpu' or os.environ.get('OMP_NUM_THREADS'): return None
+    if torch.get_num_threads() != _TORCH_THREADS: return None
+    return 1 if macs_per_example(model, shape) * batch_size < SMALL_STEP_MACS else None
+
+@contextlib.contextmanager
+def thread_policy(model:torch.nn.Module, shape, batch_size:int, device=None):
+    "Run the block under `cpu_threads(...)` torch threads, restoring torch's count afterwards; yields the count in use."
+    n, before = cpu_threads(model, shape, batch_size, device), torch.get_num_threads()
+    if n is not None: torch.set_num_threads(n)
+    try: yield torch.get_num_threads()
+    finally:
+        if n is not None: torch.set_num_threads(before)
 
 # %% ../nbs/00_core.ipynb #6ebda734
 def hp(default, # the default value
