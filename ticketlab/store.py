@@ -183,6 +183,6 @@ def train_run(hp:TrainHparams, # what to compute
     last_test = hist[(hist.split == 'test') & (hist.step == tr.step)].iloc[-1]   # EvalCB evaluated it after the fit
     final = {f'train_{k}': v for k, v in evaluate(tr.model, train, device=tr.device, precision=tr.precision).items()}
     final.update(test_loss=float(last_test.loss), test_accuracy=float(last_test.accuracy))
-    run.mark_done(dict(final, step=tr.step, precision=tr.precision, device=str(tr.device)))
+    run.mark_done(dict(final, step=tr.step, precision=tr.precision, device=str(tr.device), threads=tr.threads))
     (run.path/'resume.pt').unlink(missing_ok=True)
     return run

@@ -282,7 +282,9 @@ def fit(self:Trainer, start=0, # first global step (a Step string or int): the s
     self.step, self.end = self.steps(start), self.steps(end if end is not None else self.hp.training_steps)
     self._regrad = any(not isinstance(cb, Callback) or getattr(cb, 'before_opt_step', None) is not None for cb in self.callbacks)
     self.model.train()
-    with deterministic_algorithms(self.device, self.hp.deterministic):
+    shape = getattr(getattr(self.loader, 'data', None), 'shape', None)      # known for a Loader; custom batches keep torch's threads
+    policy = thread_policy(self.model, shape, self.hp.batch_size, self.device) if shape else contextlib.nullcontext(torch.get_num_threads())
+    with deterministic_algorithms(self.device, self.hp.deterministic), policy as self.threads:
         try:
             self._event('before_fit')
             while self.step < self.end:
