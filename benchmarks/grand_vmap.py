@@ -17,14 +17,17 @@ The last line printed is `ratio: X.XX` = vmap examples/s ÷ loop examples/s.
     /work/venv/bin/python benchmarks/grand_vmap.py --threads 1 --n 256     # on a shared machine
 """
 from __future__ import annotations
-import argparse, os, platform, subprocess, sys, time
+import argparse, sys, time
+from pathlib import Path
 
 import numpy as np, torch
 
-from ticketlab.core import default_device, seed_all
-from ticketlab.data import find_cifar10_jpeg, load_dataset
+from ticketlab.core import seed_all
+from ticketlab.data import load_dataset
 from ticketlab.models import get_model, model_names
 from ticketlab.el2n import grad_norms, _grand_loop
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import abba, add_device_args, cifar10_or_skip, load_average, machine, pick_device, sync  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -34,8 +37,7 @@ def parse_args(argv=None):
     p.add_argument('--width', type=float, default=0.5, help='width multiplier (default 0.5)')
     p.add_argument('--batch-size', type=int, default=64, help='examples per vmapped batch (default 64)')
     p.add_argument('--rounds', type=int, default=4, help='alternating rounds the examples are split into (default 4)')
-    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
-    p.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's)")
+    add_device_args(p)
     a = p.parse_args(argv)
     if not 1 <= a.n <= 50000: p.error('--n must be in [1, 50000]')
     if a.batch_size < 1 or a.rounds < 1: p.error('--batch-size and --rounds must be >= 1')
@@ -43,28 +45,11 @@ def parse_args(argv=None):
     return a
 
 
-def cpu_model() -> str:
-    "The `lscpu` model name (else platform.processor())."
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
-        return next(l.split(':', 1)[1].strip() for l in out.splitlines() if l.startswith('Model name'))
-    except (OSError, StopIteration, subprocess.SubprocessError): return platform.processor() or platform.machine()
-
-
-def _sync(device):
-    if device.type == 'cuda': torch.cuda.synchronize(device)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    src = find_cifar10_jpeg()
-    if src is None:
-        print('grand_vmap: skipped: the CIFAR-10 JPEG archive was not found (ticketlab.data.find_cifar10_jpeg() looks at '
-              '$TICKETLAB_CIFAR10_JPEG and ../shared/data/cifar10-jpeg.tar.gz); set TICKETLAB_CIFAR10_JPEG to its path')
-        return
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('grand_vmap: --device cuda but CUDA is not available')
+    src = cifar10_or_skip('grand_vmap')
+    if src is None: return
+    device = pick_device(args, 'grand_vmap')
     train, _ = load_dataset('cifar10', root=src)   # decoded once, then cached as uint8 under ticketlab_home()/cache
     data = train.subset(torch.arange(args.n))
     seed_all(0)
@@ -72,8 +57,7 @@ def main(argv=None):
     nparams = sum(p.numel() for p in net.parameters())
     chunks = np.array_split(np.arange(args.n), args.rounds)
 
-    print(f'cpu: {cpu_model()} ({os.cpu_count()} cpus)  device: {device}' + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else ''))
-    print(f'torch: {torch.__version__}  threads: {torch.get_num_threads()}  python: {platform.python_version()}')
+    print(machine(device))
     print(f'GraNd of {args.n} CIFAR-10 training images, {args.model} at width {args.width:g} ({nparams:,} parameters, all differentiated), '
           f'float32, BatchNorm in eval mode, {args.rounds} alternating rounds')
     print(f'vmap: ticketlab.el2n.grad_norms, torch.func.vmap(grad(functional_call)) over batches of {args.batch_size}')
@@ -82,17 +66,17 @@ def main(argv=None):
     warm = data.subset(torch.arange(min(args.n, args.batch_size)))      # untimed: dynamo import, oneDNN kernels
     grad_norms(net, warm, args.batch_size, device); _grand_loop(net, warm.subset(torch.arange(min(len(warm), 8))), device=device)
 
-    print(f'load average before: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
+    print(f'load average before: {load_average()}')
     t, res = {'vmap': 0.0, 'loop': 0.0}, {'vmap': {}, 'loop': {}}
     for r, idx in enumerate(chunks):
         chunk = data.subset(torch.from_numpy(idx))
-        for k in (['vmap', 'loop'] if r % 2 == 0 else ['loop', 'vmap']):
-            _sync(device); t0 = time.perf_counter()
+        for k in abba(['vmap', 'loop'], r):
+            sync(device); t0 = time.perf_counter()
             out = (grad_norms(net, chunk, args.batch_size, device).double().numpy() if k == 'vmap'
                    else _grand_loop(net, chunk, device=device))
-            _sync(device); t[k] += time.perf_counter() - t0
+            sync(device); t[k] += time.perf_counter() - t0
             res[k][r] = out
-    print(f'load average after:  {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
+    print(f'load average after:  {load_average()}')
     v, l = (np.concatenate([res[k][r] for r in range(len(chunks))]) for k in ('vmap', 'loop'))
     print(f'agreement: max relative difference {np.max(np.abs(v - l) / np.maximum(l, 1e-12)):.1e} '
           f'(GraNd of the first examples: {", ".join(f"{x:.4f}" for x in v[:3])})')

@@ -33,15 +33,18 @@ activations; the reference keeps the gradient graph of one batch. The defaults s
     /work/venv/bin/python benchmarks/hessian_spectrum.py --images 32 --topk 5 --iters 20 --threads 1    # minutes on a CPU
 """
 from __future__ import annotations
-import argparse, math, os, platform, subprocess, sys, time
+import argparse, sys, time
+from pathlib import Path
 
 import numpy as np, torch, torch.nn.functional as F
 from scipy.linalg import eigh_tridiagonal
 
-from ticketlab.core import default_device, make_generator, seed_all
-from ticketlab.data import eval_batches, find_cifar10_jpeg, load_dataset
+from ticketlab.core import make_generator, seed_all
+from ticketlab.data import eval_batches, load_dataset
 from ticketlab.models import get_model
 from ticketlab.hessian import HessianOperator, gaussian_density, rademacher, slq_quadrature, top_eigenvalues
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_device_args, cifar10_or_skip, machine, pick_device, sync  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -58,8 +61,7 @@ def parse_args(argv=None):
     p.add_argument('--no-check', action='store_true', help='skip the certified top-k')
     p.add_argument('--method', default='auto', choices=('auto', 'func', 'double_backward'), help="ticketlab's products (default auto)")
     p.add_argument('--cache-graph', action='store_true', help="ticketlab double_backward: keep each batch's gradient graph (memory!)")
-    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
-    p.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's)")
+    add_device_args(p)
     p.add_argument('--seed', type=int, default=0, help='seed of the network, the images and the start vectors (default 0)')
     a = p.parse_args(argv)
     if not 1 <= a.images <= 50000: p.error('--images must be in [1, 50000]')
@@ -139,23 +141,12 @@ class PyHessianReference:
 
 # ---------------------------------------------------------------- the run
 
-def _sync(device):
-    if device.type == 'cuda': torch.cuda.synchronize(device)
-
-def machine(device) -> str:
-    cpu = platform.processor() or '?'
-    try: cpu = next(l.split(':', 1)[1].strip() for l in subprocess.run(['lscpu'], capture_output=True, text=True).stdout.splitlines() if l.startswith('Model name'))
-    except Exception: pass
-    gpu = f', GPU {torch.cuda.get_device_name(device)}' if device.type == 'cuda' else ''
-    return f'cpu: {cpu} ({os.cpu_count()} cpus){gpu}; torch {torch.__version__}; threads {torch.get_num_threads()}; device {device}'
-
 def main(argv=None):
     a = parse_args(argv)
-    if a.threads: torch.set_num_threads(a.threads)
-    device = torch.device(a.device) if a.device else default_device()
+    root = cifar10_or_skip('hessian_spectrum')
+    if root is None: return
+    device = pick_device(a, 'hessian_spectrum')
     print(machine(device))
-    root = find_cifar10_jpeg()
-    if root is None: sys.exit('hessian_spectrum: the CIFAR-10 JPEG archive was not found (set TICKETLAB_CIFAR10_JPEG or put it at ../shared/data/cifar10-jpeg.tar.gz)')
     train, _ = load_dataset('cifar10', root=root)
     pick = torch.randperm(len(train), generator=make_generator(a.seed, 'hessian_spectrum'))[:a.images].sort().values
     data = train.subset(pick)
@@ -179,9 +170,9 @@ def main(argv=None):
 
     t, hv = {}, {}
     def timed(name, fn, counter):
-        _sync(device); n0, t0 = counter(), time.perf_counter()
+        sync(device); n0, t0 = counter(), time.perf_counter()
         out = fn()
-        _sync(device); t[name], hv[name] = time.perf_counter() - t0, counter() - n0
+        sync(device); t[name], hv[name] = time.perf_counter() - t0, counter() - n0
         print(f'  {name:<16} {t[name]:9.1f} s  {hv[name]:6d} HVPs  {hv[name] / t[name]:7.2f} HVPs/s', flush=True)
         return out
     ours_n, ref_n = (lambda: op.num_hvps), (lambda: ref.hvps)

@@ -21,17 +21,19 @@ printed is `ratio: X.XX` = conventional time / engine time.
     /work/venv/bin/python benchmarks/lmc_interpolation.py --alphas 6 --n-test 2000      # a quick look
 """
 from __future__ import annotations
-import argparse, os, platform, sys, time
+import argparse, sys, time
+from pathlib import Path
 
 import numpy as np, torch, torch.nn.functional as F
 
-from ticketlab.core import default_device, resolve_precision, seed_all
-from ticketlab.data import find_cifar10_jpeg, load_dataset
+from ticketlab.core import resolve_precision, seed_all
+from ticketlab.data import load_dataset
 from ticketlab.models import get_model, model_names
 from ticketlab.train import lerp_state
 from ticketlab.lmc import alpha_grid, evaluate_states
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_throughput import PILImages   # the conventional per-sample PIL dataset, shared by both benchmarks
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import abba, add_device_args, cifar10_or_skip, load_average, machine, pick_device, sync  # noqa: E402
+from train_throughput import PILImages   # noqa: E402  the conventional per-sample PIL dataset, shared by both benchmarks
 
 
 def parse_args(argv=None):
@@ -41,18 +43,15 @@ def parse_args(argv=None):
     p.add_argument('--rounds', type=int, default=3, help='alternating rounds the α grid is split into (default 3)')
     p.add_argument('--batch-size', type=int, default=1000, help='evaluation batch size of both pipelines (default 1000)')
     p.add_argument('--model', default='resnet20', choices=model_names(), metavar='MODEL', help='architecture (default resnet20)')
-    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
     p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16'), help="the engine's precision (default auto)")
     p.add_argument('--workers', type=int, default=1, help="the conventional DataLoader's num_workers (default 1)")
-    p.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s)')
+    add_device_args(p)
     a = p.parse_args(argv)
     if a.alphas < 2: p.error('--alphas must be >= 2')
     if not 1 <= a.n_test <= 10000: p.error('--n-test must be in [1, 10000]')
     if a.rounds < 1 or a.batch_size < 1 or a.workers < 0: p.error('--rounds and --batch-size must be >= 1, --workers >= 0')
     a.rounds = min(a.rounds, a.alphas)
     return a
-
-
 
 
 def conventional(model, w1, w2, alphas, test, args, device):
@@ -74,20 +73,11 @@ def conventional(model, w1, w2, alphas, test, args, device):
     return rows
 
 
-def _sync(device):
-    if device.type == 'cuda': torch.cuda.synchronize(device)
-
-
 def main(argv=None):
     args = parse_args(argv)
-    src = find_cifar10_jpeg()
-    if src is None:
-        print('lmc_interpolation: skipped: the CIFAR-10 JPEG archive was not found (ticketlab.data.find_cifar10_jpeg() looks at '
-              '$TICKETLAB_CIFAR10_JPEG and ../shared/data/cifar10-jpeg.tar.gz); set TICKETLAB_CIFAR10_JPEG to its path')
-        return
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('lmc_interpolation: --device cuda but CUDA is not available')
+    src = cifar10_or_skip('lmc_interpolation')
+    if src is None: return
+    device = pick_device(args, 'lmc_interpolation')
     _, test = load_dataset('cifar10', root=src)  # decoded once, then cached as uint8 under ticketlab_home()/cache
     test = test.subset(torch.arange(args.n_test))
     nets = []
@@ -97,8 +87,7 @@ def main(argv=None):
     alphas = alpha_grid(args.alphas)
     chunks = np.array_split(alphas, args.rounds)
 
-    print(f'device: {device}' + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else f' ({platform.machine()}, {os.cpu_count()} cpus)'))
-    print(f'torch: {torch.__version__}  threads: {torch.get_num_threads()}  cpu capability: {torch.backends.cpu.get_cpu_capability()}')
+    print(machine(device))
     print(f'{args.alphas}-point interpolation between two {args.model}s on {len(test)} CIFAR-10 test images, batch size {args.batch_size}, '
           f'{args.rounds} alternating rounds')
     print(f'engine:       ticketlab.lmc.evaluate_states over the α grid, precision {args.precision} -> {resolve_precision(args.precision, device)}')
@@ -108,19 +97,19 @@ def main(argv=None):
     evaluate_states(model, [w1, w2], test.subset(torch.arange(min(len(test), 200))), precision=args.precision, device=device)
     conventional(model, w1, w2, [0.5], test.subset(torch.arange(min(len(test), 200))), args, device)
 
-    print(f'load average before: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
+    print(f'load average before: {load_average()}')
     t = {'engine': 0.0, 'conventional': 0.0}
     eng, conv = [], []
     for r, chunk in enumerate(chunks):
-        for k in (['engine', 'conventional'] if r % 2 == 0 else ['conventional', 'engine']):
-            _sync(device); t0 = time.perf_counter()
+        for k in abba(['engine', 'conventional'], r):
+            sync(device); t0 = time.perf_counter()
             if k == 'engine':
                 res = evaluate_states(model, (lerp_state(w1, w2, float(x)) for x in chunk), test, batch_size=args.batch_size,
                                       device=device, precision=args.precision, chunk=len(chunk))
                 eng += [(float(x), r['loss'], r['error']) for x, r in zip(chunk, res)]
             else: conv += conventional(model, w1, w2, chunk, test, args, device)
-            _sync(device); t[k] += time.perf_counter() - t0
-    print(f'load average after:  {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
+            sync(device); t[k] += time.perf_counter() - t0
+    print(f'load average after:  {load_average()}')
     eng, conv = sorted(eng), sorted(conv)
     assert [x for x, *_ in eng] == [x for x, *_ in conv] == list(alphas), 'the two pipelines evaluated different grids'
     dl = max(abs(a[1] - b[1]) / max(1.0, abs(b[1])) for a, b in zip(eng, conv))

@@ -54,10 +54,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_size < 1: p.error('--steps and --batch-size must be >= 1')
     if args.only: return child(args)
-    from ticketlab.data import find_cifar10_jpeg
-    if find_cifar10_jpeg() is None:
-        sys.exit('memory: the CIFAR-10 JPEG archive was not found; ticketlab.data.find_cifar10_jpeg() looks at '
-                 '$TICKETLAB_CIFAR10_JPEG and at ../shared/data/cifar10-jpeg.tar.gz beside the checkout.')
+    import torch
+    from _common import cifar10_or_skip, machine
+    if cifar10_or_skip('memory') is None: return
+    if args.threads: torch.set_num_threads(args.threads)   # as each child process does: for the machine line
+    print(machine('cpu'))
     print(f'model: {args.model}  batch size: {args.batch_size}  steps: {args.steps}  cpu  (peak RSS, MiB)')
     for name in ('engine', 'conventional'):
         cmd = [sys.executable, __file__, '--only', name] + [a for a in (argv if argv is not None else sys.argv[1:])]

@@ -21,15 +21,18 @@ for a core that other jobs hold, which is most of the wall time on a loaded mach
     /work/venv/bin/python benchmarks/supermask_step.py --threads 1 --sort   # also Algorithm 1's sort
 """
 from __future__ import annotations
-import argparse, os, platform, subprocess, sys, time
+import argparse, sys, time
+from pathlib import Path
 import numpy as np, torch
 
 import ticketlab.edgepopup as ep
-from ticketlab.core import default_device, resolve_precision, seed_all
-from ticketlab.data import find_cifar10_jpeg, load_dataset
+from ticketlab.core import resolve_precision, seed_all
+from ticketlab.data import load_dataset
 from ticketlab.edgepopup import kept_count, supermask_model, supermask_train_hparams, topk_mask
 from ticketlab.models import get_model, model_names, prunable_parameters
-from ticketlab.train import Callback, Trainer
+from ticketlab.train import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import StepTimer, abba, add_device_args, cifar10_or_skip, load_average, machine, pick_device, sync  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -41,8 +44,7 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=2, help='untimed steps per pipeline first (default 2)')
     p.add_argument('--rounds', type=int, default=4, help='alternating rounds the timed steps are split into (default 4)')
     p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16'), help='Trainer precision (default auto)')
-    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
-    p.add_argument('--threads', type=int, default=None, help="torch's intra-op threads (default: torch's, one per core)")
+    add_device_args(p)
     p.add_argument('--sort', action='store_true', help="also time the supermask with Algorithm 1's full sort")
     p.add_argument('--topk-reps', type=int, default=15, help='repetitions of the mask-only timing per selector (default 15)')
     a = p.parse_args(argv)
@@ -51,10 +53,6 @@ def parse_args(argv=None):
     if not 0 < a.density <= 1: p.error('--density must be in (0, 1]')
     a.rounds = min(a.rounds, a.steps)
     return a
-
-
-def _sync(device):
-    if device.type == 'cuda': torch.cuda.synchronize(device)
 
 
 def sort_mask(scores, density):
@@ -75,15 +73,6 @@ def torch_topk_mask(scores, density):
 
 
 SELECTORS = {'kthvalue': topk_mask, 'sort': sort_mask, 'topk': torch_topk_mask}
-
-
-class StepTimer(Callback):
-    "Record the wall time and this process's cpu time of each of the trainer's steps."
-    def __init__(self, device): self.device, self.times = device, []
-    def before_step(self, t): _sync(self.device); self.t0 = (time.perf_counter(), time.process_time())
-    def after_step(self, t):
-        _sync(self.device)
-        self.times.append((time.perf_counter() - self.t0[0], time.process_time() - self.t0[1]))
 
 
 class Pipeline:
@@ -108,36 +97,25 @@ def time_selectors(model, density, device, reps):
     times = {k: [] for k in SELECTORS}
     for _ in range(reps):
         for name, f in SELECTORS.items():
-            _sync(device); t0 = time.perf_counter()
+            sync(device); t0 = time.perf_counter()
             for s in scores: f(s, density)
-            _sync(device); times[name].append(time.perf_counter() - t0)
+            sync(device); times[name].append(time.perf_counter() - t0)
     return {k: 1000 * float(np.median(v)) for k, v in times.items()}
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True).stdout
-        return next(l.split(':', 1)[1].strip() for l in out.splitlines() if l.startswith('Model name'))
-    except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 
 def main(argv=None):
     args = parse_args(argv)
-    src = find_cifar10_jpeg()
-    if src is None:
-        sys.exit('supermask_step: the CIFAR-10 JPEG archive was not found; ticketlab.data.find_cifar10_jpeg() looks at '
-                 '$TICKETLAB_CIFAR10_JPEG and at ../shared/data/cifar10-jpeg.tar.gz beside the checkout.')
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
+    src = cifar10_or_skip('supermask_step')
+    if src is None: return
+    device = pick_device(args, 'supermask_step')
     train, _ = load_dataset('cifar10', root=src)   # decoded once, then cached as uint8 under ticketlab_home()/'cache'
     hp = supermask_train_hparams(model=args.model, batch_size=args.batch_size, precision=args.precision)
 
-    print(f'machine: {cpu_model()}, {os.cpu_count()} cpus' + (f'; {torch.cuda.get_device_name(device)}' if device.type == 'cuda' else ''))
-    print(f'torch: {torch.__version__}  threads: {torch.get_num_threads()}  device: {device}  '
-          f'precision: {args.precision} -> {resolve_precision(args.precision, device)}')
+    print(machine(device))
+    print(f'precision: {args.precision} -> {resolve_precision(args.precision, device)}')
     print(f'model: {args.model}  density k: {args.density}  batch size: {args.batch_size}  '
           f'timed steps: {args.steps} per pipeline in {args.rounds} alternating rounds  warmup: {args.warmup}')
-    print(f'load average before: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
+    print(f'load average before: {load_average()}')
 
     seed_all(0)
     dense_net = get_model(args.model, train.num_classes, train.shape)
@@ -154,8 +132,8 @@ def main(argv=None):
     times = {k: [] for k in pipes}
     ends = [(r * args.steps) // args.rounds for r in range(args.rounds + 1)]
     for r in range(args.rounds):
-        for k in (list(pipes) if r % 2 == 0 else list(pipes)[::-1]): times[k] += pipes[k].run(ends[r + 1] - ends[r])
-    print(f'load average after: {" ".join(f"{v:.2f}" for v in os.getloadavg())}')
+        for k in abba(pipes, r): times[k] += pipes[k].run(ends[r + 1] - ends[r])
+    print(f'load average after: {load_average()}')
 
     wall = {k: float(np.median([w for w, _ in v])) for k, v in times.items()}
     cpu = {k: float(np.median([c for _, c in v])) for k, v in times.items()}

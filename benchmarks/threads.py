@@ -32,18 +32,18 @@ is faster there.
     /work/venv/bin/python benchmarks/threads.py --repeats 7 --idle shared
 """
 from __future__ import annotations
-import argparse, contextlib, os, platform, subprocess, sys, time
+import argparse, contextlib, os, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np, torch
 
-from ticketlab.core import SMALL_STEP_MACS, cpu_model, cpu_threads, macs_per_example, seed_all
+from ticketlab.core import SMALL_STEP_MACS, cpu_threads, macs_per_example, seed_all
 from ticketlab.data import load_dataset
 from ticketlab.models import get_model
 from ticketlab.train import Trainer, TrainHparams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import busy_cpus, cpu_flags  # noqa: E402
+from _common import busy_cpus, machine  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -121,9 +121,8 @@ class Competitors:
 def main(argv=None):
     args = parse_args(argv)
     default_threads = torch.get_num_threads()
-    print(f'cpu: {cpu_model()} ({platform.machine()}, {os.cpu_count()} cpus)  flags: {cpu_flags()}')
-    print(f'torch: {torch.__version__}  default threads: {default_threads}  OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}  '
-          f'cpu capability: {torch.backends.cpu.get_cpu_capability()}')
+    print(machine('cpu'))
+    print(f'default threads: {default_threads}  OMP_NUM_THREADS={os.environ.get("OMP_NUM_THREADS", "unset")}')
     print(f'models: {", ".join(args.models)}  threads compared: {args.threads}  repeats: {args.repeats}  '
           f'busy = {args.competitors} spinning process(es)')
     rt = args.idle != 'shared' and set_realtime(True) and set_realtime(False)

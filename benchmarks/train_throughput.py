@@ -20,15 +20,18 @@ median step time gives the images/s (robust to bursts of other processes' load).
     /work/venv/bin/python benchmarks/train_throughput.py --threads 1     # on a machine loaded by other jobs
 """
 from __future__ import annotations
-import argparse, os, platform, sys, tarfile, tempfile, time
+import argparse, os, sys, tarfile, tempfile, time
 from pathlib import Path
 
 import numpy as np, torch, torch.nn.functional as F
 
-from ticketlab.core import cpu_has_amx, cpu_model, default_device, precision_probe, resolve_precision, seed_all
+from ticketlab.core import cpu_has_amx, precision_probe, resolve_precision, seed_all
 from ticketlab.data import find_cifar10_jpeg, load_dataset
 from ticketlab.models import get_model, model_names
-from ticketlab.train import Callback, Trainer, TrainHparams
+from ticketlab.train import Trainer, TrainHparams
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (StepTimer, abba, add_device_args, busy_cpus, cifar10_or_skip, load_average,  # noqa: E402
+                     machine, pick_device, sync)
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the same SGD for both pipelines (constant LR: the schedule costs nothing)
 
@@ -44,9 +47,8 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=128, help='examples per step (default 128)')
     p.add_argument('--model', default='resnet20', choices=model_names(), metavar='MODEL',
                    help='architecture (default resnet20); one of ' + ', '.join(model_names()))
-    p.add_argument('--device', default=None, help='cpu or cuda (default: cuda if available)')
     p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16'), help="the engine's precision (default auto)")
-    p.add_argument('--threads', type=int, default=None, help="torch's intra-op threads, for both pipelines (default: torch's, one per core)")
+    add_device_args(p)
     p.add_argument('--workers', type=int, default=1, help="the conventional DataLoader's num_workers (default 1)")
     p.add_argument('--baseline', default='memory', choices=('memory', 'imagefolder'),
                    help='conventional data: PIL images from a uint8 array in memory (default), or an ImageFolder of the JPEG '
@@ -57,17 +59,6 @@ def parse_args(argv=None):
     if a.warmup < 0 or a.workers < 0: p.error('--warmup and --workers must be >= 0')
     a.rounds = min(a.rounds, a.steps)
     return a
-
-
-def _sync(device):
-    if device.type == 'cuda': torch.cuda.synchronize(device)
-
-
-class StepTimer(Callback):
-    "Record the wall time of each of the trainer's steps."
-    def __init__(self, device): self.device, self.times = device, []
-    def before_step(self, t): _sync(self.device); self.t0 = time.perf_counter()
-    def after_step(self, t): _sync(self.device); self.times.append(time.perf_counter() - self.t0)
 
 
 class Engine:
@@ -83,7 +74,7 @@ class Engine:
         "Train `n` more steps; their times in seconds."
         self.timer.times = []
         self.trainer.fit(start=self.trainer.step, end=self.trainer.step + n)
-        return self.timer.times
+        return [wall for wall, _ in self.timer.times]
 
     def close(self): pass
 
@@ -125,7 +116,7 @@ class Conventional:
         "Train `n` more steps; their times in seconds (waiting for the batch included)."
         times, dev = [], self.device
         for _ in range(n):
-            _sync(dev); t0 = time.perf_counter()
+            sync(dev); t0 = time.perf_counter()
             try: x, y = next(self.it)
             except StopIteration: self.it = iter(self.dl); x, y = next(self.it)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
@@ -133,7 +124,7 @@ class Conventional:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            _sync(dev); times.append(time.perf_counter() - t0)
+            sync(dev); times.append(time.perf_counter() - t0)
         return times
 
     def close(self):
@@ -142,43 +133,20 @@ class Conventional:
         self.it = None
 
 
-def busy_cpus(seconds:float=1.0) -> float|None:
-    "How many cpus other processes kept busy over the next `seconds` (from /proc/stat; None where it is absent)."
-    def snap():
-        v = [int(o) for o in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
-        return sum(v[:8]), v[3] + v[4]  # total and idle + iowait jiffies (guest time is already in user)
-    try: (t0, i0), _, (t1, i1) = snap(), time.sleep(seconds), snap()
-    except (OSError, ValueError, IndexError): return None
-    return (os.cpu_count() or 1)*(1 - (i1 - i0)/max(t1 - t0, 1))
-
-def cpu_flags(names=('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')) -> str:
-    "Which of the CPU feature flags that matter for bf16 this CPU has (from /proc/cpuinfo)."
-    try: have = set(next(l for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('flags')).split(':', 1)[1].split())
-    except (OSError, StopIteration): return 'unknown'
-    return ' '.join(f'{n}:{"yes" if n in have else "no"}' for n in names)
-
-
-def _load(): return ' '.join(f'{v:.2f}' for v in os.getloadavg())
 def _fmt(secs, bs): return f'{bs/secs:8.1f} images/s ({1000*secs:6.1f} ms/step)'
 
 
 def main(argv=None):
     args = parse_args(argv)
-    src = find_cifar10_jpeg()
-    if src is None:
-        sys.exit('train_throughput: the CIFAR-10 JPEG archive was not found; ticketlab.data.find_cifar10_jpeg() looks at '
-                 '$TICKETLAB_CIFAR10_JPEG and at ../shared/data/cifar10-jpeg.tar.gz beside the checkout. '
-                 'Set TICKETLAB_CIFAR10_JPEG to the archive\'s path.')
-    if args.threads: torch.set_num_threads(args.threads)
-    device = torch.device(args.device) if args.device else default_device()
-    if device.type == 'cuda' and not torch.cuda.is_available(): sys.exit('train_throughput: --device cuda, but CUDA is not available')
+    src = cifar10_or_skip('train_throughput')
+    if src is None: return
+    device = pick_device(args, 'train_throughput')
     busy = busy_cpus()  # before this process does any work
     train, _ = load_dataset('cifar10', root=src)  # decoded once, then cached as uint8 under ticketlab_home()/'cache'
     bs, ncpu = args.batch_size, os.cpu_count()
 
-    print(f'device: {device}' + (f' ({torch.cuda.get_device_name(device)})' if device.type == 'cuda' else f' ({platform.machine()}, {ncpu} cpus)'))
-    print(f'cpu: {cpu_model()}  flags: {cpu_flags()}  amx (torch): {cpu_has_amx()}')
-    print(f'torch: {torch.__version__}  threads: {torch.get_num_threads()}  cpu capability: {torch.backends.cpu.get_cpu_capability()}')
+    print(machine(device))
+    print(f'amx (torch): {cpu_has_amx()}')
     pr = precision_probe(device)
     if pr.get('source') == 'measured':
         print(f"precision probe ({pr['date']}, {pr['threads']} threads): conv step fp32 {1000*pr['fp32_s']:.1f} ms, bf16 {1000*pr['bf16_s']:.1f} ms, "
@@ -193,15 +161,15 @@ def main(argv=None):
         pipes = {'engine': Engine(train, args, device), 'conventional': Conventional(train, args, device, Path(tmp))}
         try:
             for p in pipes.values(): p.run(args.warmup)
-            print(f'other processes kept {busy:.1f} of {ncpu} cpus busy at the start; load average {_load()}' if busy is not None
-                  else f'load average before: {_load()}')
+            print(f'other processes kept {busy:.1f} of {ncpu} cpus busy at the start; load average {load_average()}' if busy is not None
+                  else f'load average before: {load_average()}')
             times, t_start = {k: [] for k in pipes}, time.perf_counter()
             ends = [(r*args.steps)//args.rounds for r in range(args.rounds + 1)]
             for r in range(args.rounds):
-                for k in (list(pipes) if r % 2 == 0 else list(pipes)[::-1]): times[k] += pipes[k].run(ends[r+1] - ends[r])
+                for k in abba(pipes, r): times[k] += pipes[k].run(ends[r+1] - ends[r])
                 if r + 1 < args.rounds and time.perf_counter() - t_start > args.time_limit:
                     print(f'time limit: stopped after round {r+1} of {args.rounds}'); break
-            print(f'load average after: {_load()}')
+            print(f'load average after: {load_average()}')
         finally:
             for p in pipes.values(): p.close()
 
