@@ -29,7 +29,7 @@ import numpy as np, torch, torch.nn.functional as F
 from ticketlab.core import resolve_precision, seed_all
 from ticketlab.data import load_dataset
 from ticketlab.models import get_model, model_names
-from ticketlab.train import lerp_state
+from ticketlab.weights import lerp_state
 from ticketlab.lmc import alpha_grid, evaluate_states
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import abba, add_device_args, cifar10_or_skip, load_average, machine, pick_device, sync  # noqa: E402

@@ -1,5 +1,5 @@
 "Loader formats, batcher invariants and transforms of ticketlab.data (no network)."
-import os, pickle, struct, tarfile
+import copy, dataclasses, hashlib, json, os, pickle, struct, tarfile
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn.functional as F
 import torchvision
@@ -412,6 +412,145 @@ def test_imagedata_to_and_subset(syn):
     assert torch.equal(s.y, syn.y[[3, 1]]) and s.mean == syn.mean and len(syn) == 100
 
 
+
+# ---------------------------------------------------------------- data identity
+
+def _toy(y=(0, 1, 2, 0), **kw):
+    "A hand-built ImageData (no identity): known by its content."
+    x = torch.arange(len(y)*1*2*2, dtype=torch.uint8).view(len(y), 1, 2, 2)
+    return ImageData(x, torch.tensor(y), ['a', 'b', 'c'], (0.5,), (0.25,), **kw)
+
+
+def test_identity_steps_per_transform(syn):
+    root = syn.identity
+    assert len(root) == 1 and root[0][:4] == ('dataset', 'synthetic', 'train', 100) and len(root[0][4]) == 12
+    idx = torch.tensor([3, 1, 4])
+    sha = hashlib.sha256(np.asarray(idx.numpy(), '<i8').tobytes()).hexdigest()[:16]
+    cases = {syn.subset(idx): ('subset', 3, sha),
+             syn.subset(idx, step=('mine', 'x', 1)): ('mine', 'x', 1),
+             class_balanced_subset(syn, 4, seed=2): ('class_balanced_subset', 4, 2),
+             corrupt_labels(syn, 0.2, seed=3)[0]: ('label_noise', 0.2, 3, 'uniform'),
+             corrupt_labels(syn, 1, seed=np.int64(3), mode='different')[0]: ('label_noise', 1.0, 3, 'different'),
+             random_labels(syn, seed=4): ('random_labels', 4),
+             blur(syn, 2): ('blur', 2), blur(syn, 1): ('blur', 1),
+             rotation_task(syn): ('rotation',)}
+    for d, step in cases.items():
+        assert d.identity == root + (step,), (d.identity, step)              # the input's identity plus one step
+        assert json.loads(json.dumps(d.identity)) == [list(s) for s in d.identity]   # JSON-able, round trips
+        assert d.id != syn.id and len(d.id) == 16 and int(d.id, 16) >= 0
+    assert syn.to('cpu').identity == root and syn.to('cpu').id == syn.id
+    chain = rotation_task(blur(corrupt_labels(class_balanced_subset(syn, 4, 0), 0.1, 3)[0], 2))
+    assert [s[0] for s in chain.identity] == ['dataset', 'class_balanced_subset', 'label_noise', 'blur', 'rotation']
+    assert chain.describe() == "synthetic/train+class_balanced_subset(n=4, seed=0)+label_noise(fraction=0.1, seed=3, mode='uniform')+blur(factor=2)+rotation"
+
+
+def test_same_recipe_same_id_other_seed_other_id(syn):
+    a, b = class_balanced_subset(syn, 5, seed=0), class_balanced_subset(syn, 5, seed=1)
+    assert a.id == class_balanced_subset(syn, 5, seed=0).id and a.id != b.id
+    assert a.to('cpu').id == a.id
+    n0, n1 = corrupt_labels(syn, 0.3, seed=0)[0], corrupt_labels(syn, 0.3, seed=1)[0]
+    assert n0.id == corrupt_labels(syn, 0.3, seed=0)[0].id and n0.id != n1.id
+    assert corrupt_labels(syn, 0.3, 0, 'different')[0].id != n0.id and random_labels(syn, 0).id != corrupt_labels(syn, 1.0, 0)[0].id
+    assert blur(syn, 2).id != blur(syn, 3).id
+    # the order of transforms is part of the identity
+    assert blur(class_balanced_subset(syn, 5, 0), 2).id != class_balanced_subset(blur(syn, 2), 5, 0).id
+
+
+def test_disjoint_subsets_of_equal_size_never_share_an_id(syn):
+    "Two runs on different subsets can never share a store entry: their data ids differ."
+    first, second = syn.subset(torch.arange(50)), syn.subset(torch.arange(50, 100))
+    assert len(first) == len(second) and first.id != second.id
+    assert syn.subset(torch.arange(50)).id == first.id                                  # the same subset: the same id
+    assert syn.subset(torch.arange(100) < 50).id == first.id                            # as a boolean mask
+    assert syn.subset(torch.arange(50).flip(0)).id != first.id                          # another order is another data order
+    ids = {syn.subset(torch.randperm(100, generator=torch.Generator().manual_seed(s))[:20]).id for s in range(50)}
+    assert len(ids) == 50
+    other, _ = load_dataset('synthetic', n_train=100, n_test=10, num_classes=5, shape=(3, 6, 6), seed=1)
+    assert other.subset(torch.arange(50)).id != first.id                                # same indices, another parent
+    assert _toy().subset([0, 1]).id != _toy((1, 1, 2, 0)).subset([0, 1]).id              # ... also for hand-built parents
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 99), min_size=1, max_size=30), st.lists(st.integers(0, 99), min_size=1, max_size=30))
+def test_subset_ids_differ_exactly_when_indices_differ(i, j):
+    d = _toy(tuple(k % 3 for k in range(100)))
+    assert (d.subset(i).id == d.subset(j).id) == (i == j)
+
+
+def test_content_hash_fallback_for_hand_built_data():
+    d = _toy()
+    assert d.identity == () and d.describe().startswith('content#')
+    assert d.id == _toy().id and d.id == _toy(name='another').id                          # content, not the display name
+    assert _toy((0, 1, 2, 1)).id != d.id                                                # one label
+    x = d.x.clone(); x[0, 0, 0, 0] += 1
+    assert ImageData(x, d.y, d.classes, d.mean, d.std).id != d.id                       # one pixel
+    assert ImageData(d.x, d.y, ['a', 'b', 'z'], d.mean, d.std).id != d.id               # a class name
+    assert _toy(rotation=True).id != d.id and ImageData(d.x, d.y, d.classes, (0.4,), d.std).id != d.id
+    h = d.id
+    d.y[3] = 1; assert d.id != h and d.id == _toy((0, 1, 2, 1)).id                      # the cache sees in-place changes
+    d.x = d.x.clone(); d.x[1] = 0; assert d.id != _toy((0, 1, 2, 1)).id                 # ... and replaced tensors
+    e = _toy(); h = e.id
+    r = dataclasses.replace(e, y=torch.tensor([2, 2, 2, 2]))
+    assert r.id != h and r.id == _toy((2, 2, 2, 2)).id                                  # a replaced copy does not inherit the cache
+    assert e.to('cpu').id == h and e.subset([0, 1]).identity[0] == ('content', e._content_hash()[:16])
+    assert pickle.loads(pickle.dumps(e)).id == h and copy.deepcopy(e).id == h
+
+
+PINNED = {'content': 'a26d4b548306b68d', 'toy': '7d5795598f822c4c', 'chain': '0aa61997d8bbc0db', 'built': '83884deffaf07de2'}
+
+
+def test_ids_are_pinned():
+    "Ids name runs in the store: a change of the hashing would orphan every stored run."
+    d = _toy()
+    assert d._content_hash()[:16] == PINNED['content'] and d.id == PINNED['toy']
+    chain = rotation_task(corrupt_labels(d.subset([2, 0, 1]), 0.5, seed=1)[0])
+    assert chain.id == PINNED['chain']
+    built = ImageData(d.x, d.y, d.classes, d.mean, d.std, identity=(('dataset', 'toy', 'train', 4, 'abc'), ('blur', 2)))
+    assert built.id == PINNED['built']
+    spec = dict(identity=[['dataset', 'toy', 'train', 4, 'abc'], ['blur', 2]], rotation=False, num_classes=3, n=4, shape=[1, 2, 2],
+                mean=[0.5], std=[0.25])                                                  # the formula, spelled out
+    assert hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:16] == built.id
+
+
+def test_loaded_identity(tmp_path, no_md5):
+    train, test = load_dataset('digits')
+    assert train.identity == (('dataset', 'digits', 'train', 1437, train._content_hash()[:12]),) and test.identity[0][2] == 'test'
+    assert D.load_digits()[0].id == train.id and load_dataset('digits')[0].id == train.id   # direct or through the registry
+    assert train.id != test.id and load_dataset('digits', seed=1)[0].id != train.id
+    # two image folders with the same classes and labels but other images: other ids
+    _write_tree(tmp_path/'a', n=2); _write_tree(tmp_path/'b', n=2, colors=[(1, 2, 3), (4, 5, 6), (7, 8, 9)])
+    (ta, _), (tb, _) = load_dataset('imagefolder', root=tmp_path/'a'), load_dataset('imagefolder', root=tmp_path/'b')
+    assert torch.equal(ta.y, tb.y) and ta.identity[0][:4] == tb.identity[0][:4] == ('dataset', 'imagefolder', 'train', 6)
+    assert ta.id != tb.id and load_dataset('imagefolder', root=tmp_path/'a')[0].id == ta.id
+    _write_cifar10(tmp_path/'c')
+    assert D.load_cifar10(tmp_path/'c', download=False)[0].identity[0][:4] == ('dataset', 'cifar10', 'train', 20)
+    # a loader registered by a user gets identities too, unless it gives its own
+    @D.register_dataset('_test_mine')
+    def _mine(root=None, download=False):
+        d = _toy(); return d, d.derive(('half',), x=d.x // 2)
+    try:
+        tr, te = load_dataset('_test_mine')
+        assert tr.identity[0][:3] == ('dataset', 'data', 'train') and te.identity[1] == ('half',)
+    finally: del D.DATASETS['_test_mine']
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_ids_do_not_depend_on_the_device(syn):
+    d = _toy()
+    assert d.to('cuda').id == d.id and syn.to('cuda').id == syn.id
+    on_gpu = ImageData(d.x.cuda(), d.y.cuda(), d.classes, d.mean, d.std)                # built by hand on the device
+    assert on_gpu.id == d.id and on_gpu.subset([0, 2]).id == d.subset([0, 2]).id
+    assert class_balanced_subset(syn.to('cuda'), 5, 0).id == class_balanced_subset(syn, 5, 0).id
+
+
+def test_identity_validation():
+    for bad, msg in ((('blur', 2), 'tuple \\(op, \\*args\\)'), ((('blur', [2]),), 'str, int, float'), (((3, 'x'),), 'op a string'),
+                     ((('noise', float('inf')),), 'finite'), ('dataset', 'tuple of steps')):
+        with pytest.raises(ValueError, match=msg): _toy(identity=bad)
+    assert _toy(identity=[['x', np.int64(3), np.float32(0.5), np.bool_(True), None]]).identity == (('x', 3, 0.5, True, None),)
+    with pytest.raises(ValueError, match='not identity='): _toy().derive(('x',), identity=())
+
+
 # ---------------------------------------------------------------- the real archive
 
 def test_real_cifar10_jpeg(monkeypatch):
@@ -426,3 +565,4 @@ def test_real_cifar10_jpeg(monkeypatch):
     assert list((D.ticketlab_home()/'cache').glob('cifar10-folder-*.pt'))   # decoded once, cached
     again, _ = load_dataset('cifar10', root=src)
     assert torch.equal(again.x[::997], train.x[::997]) and torch.equal(again.y, train.y)
+    assert train.identity[0][:4] == ('dataset', 'cifar10', 'train', 50_000) and again.id == train.id != test.id

@@ -8,7 +8,7 @@ from ticketlab.data import load_dataset, class_balanced_subset, corrupt_labels, 
 from ticketlab.models import get_model
 from ticketlab.train import TrainHparams, Trainer
 from ticketlab.el2n import (ensemble_hparams, error_l2_norms, el2n_scores, grad_norms, grand_scores, _grand_loop,
-                            Scores, scores_meta, list_scores, select_by_score, plot_scores, SELECTIONS)
+                            Scores, scores_meta, list_scores, select_by_score, subset_by_score, plot_scores, SELECTIONS)
 
 @pytest.fixture(scope='module')
 def digits():
@@ -247,6 +247,37 @@ def test_selection_errors(ranked):
     with pytest.raises(ValueError, match='one score per label'): select_by_score(v[:5], y, 2)
     with pytest.raises(ValueError, match='always fits'): select_by_score(v, y, 1430, 'hardest', class_balanced=True)
     with pytest.raises(ValueError, match='finite'): select_by_score(np.r_[np.nan, v[1:]], y, 5)
+
+def test_subset_by_score_is_known_by_the_scores(scores, digits, tmp_path):
+    "A subset chosen by a score file is identified by the scores (name and hash) and the selection, not only its indices."
+    easy = subset_by_score(digits, scores, 100, 'easiest')
+    idx = select_by_score(scores, digits.y, 100, 'easiest')
+    assert torch.equal(easy.x, digits.x[idx]) and torch.equal(easy.y, digits.y[idx])
+    assert easy.identity == digits.identity + (('score_subset', 'digits-el2n', scores.hash, 100, 'easiest', False, None),)
+    assert json.loads(json.dumps(easy.identity))[-1] == ['score_subset', 'digits-el2n', scores.hash, 100, 'easiest', False, None]
+    assert subset_by_score(digits, scores, 100, 'easiest').id == easy.id                 # same call, same id
+    assert easy.id != digits.subset(idx).id                                               # not just the indices
+    ids = {easy.id, subset_by_score(digits, scores, 100, 'hardest').id, subset_by_score(digits, scores, 101, 'easiest').id,
+           subset_by_score(digits, scores, 100, 'easiest', class_balanced=True).id,
+           subset_by_score(digits, scores, 100, 'random').id, subset_by_score(digits, scores, 100, 'random', seed=1).id}
+    assert len(ids) == 6
+    # other scores under the same name that happen to select the same examples: still another subset
+    same_order = Scores(scores.values * 2, 'digits-el2n', scores.meta)
+    np.testing.assert_array_equal(select_by_score(same_order, digits.y, 100), idx)
+    assert subset_by_score(digits, same_order, 100).id != easy.id
+    assert subset_by_score(digits, Scores(scores.values, 'renamed', scores.meta), 100).id != easy.id
+    # equal selections, equal ids: the seed of a deterministic selection and an explicit default balance change nothing
+    assert subset_by_score(digits, scores, 100, 'easiest', seed=9).id == easy.id
+    assert subset_by_score(digits, scores, 100, 'easiest', class_balanced=False).id == easy.id
+    assert subset_by_score(digits, scores, 100, 'random', class_balanced=True).id == subset_by_score(digits, scores, 100, 'random').id
+    # a saved and reloaded score selects the same subset under the same id
+    assert subset_by_score(digits, Scores.from_npy(scores.to_npy(tmp_path/'s.npy')), 100).id == easy.id
+    assert subset_by_score(digits.to('cpu'), scores, 100).id == easy.id
+
+def test_subset_by_score_errors(scores, digits, small):
+    with pytest.raises(TypeError, match='must be a Scores'): subset_by_score(digits, scores.values, 10)
+    with pytest.raises(ValueError, match='one score per label'): subset_by_score(small, scores, 10)
+    with pytest.raises(ValueError, match='choose one of easiest, hardest, random'): subset_by_score(digits, scores, 10, 'middle')
 
 def test_plot_scores(scores, digits):
     import matplotlib; matplotlib.use('Agg')

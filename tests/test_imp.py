@@ -5,9 +5,10 @@ import numpy as np, pandas as pd, pytest, torch
 from ticketlab.core import Step
 from ticketlab.masks import Mask
 from ticketlab.train import TrainHparams, lr_schedule
-from ticketlab.store import Store, load_data
+from ticketlab.store import Store
+from ticketlab.runs import load_data
 from ticketlab.imp import *
-from ticketlab.imp import _masked
+from ticketlab.weights import mask_state
 
 @pytest.fixture(autouse=True, scope='module')
 def one_thread():
@@ -81,7 +82,7 @@ def test_random_pruning_keeps_layerwise_densities(wr):
         assert imp_rec['mask'].report().kept.tolist() == rp['mask'].report().kept.tolist()
         assert rp['mask'] != imp_rec['mask']
         W_k = recs[0]['run'].weights(K)
-        for n, v in _masked(W_k, rp['mask']).items(): assert torch.equal(rp['run'].weights(K)[n], v)
+        for n, v in mask_state(W_k, rp['mask']).items(): assert torch.equal(rp['run'].weights(K)[n], v)
 
 def test_reinit_same_mask_fresh_seeded_init(wr, data):
     _, recs, base = wr
@@ -129,9 +130,9 @@ def test_lrr_and_ft_start_from_previous_solution(tmp_path, data):
         for prev, cur in zip(recs[1:], recs[2:]):
             assert cur['run'].checkpoint_steps() == [start, start + T]
             final = prev['run'].weights(prev['run'].checkpoint_steps()[-1])
-            for n, v in _masked(final, cur['mask']).items(): assert torch.equal(cur['run'].weights(start)[n], v)
+            for n, v in mask_state(final, cur['mask']).items(): assert torch.equal(cur['run'].weights(start)[n], v)
     assert ft[1]['run'].hparams.weight_decay == 0 and lrr[1]['run'].hparams.weight_decay == HP.weight_decay
-    assert ft[1]['run'].key['previous'] == ft[0]['run'].name and ft[1]['run'].path != lrr[1]['run'].path
+    assert ft[1]['run'].key['previous'] == ft[0]['run'].ref and ft[1]['run'].path != lrr[1]['run'].path
     # Renda et al.'s span is an option: from the rewind step to T, and a different run
     renda = imp(hp, ImpHparams(strategy='lrr', levels=1, rewind_step=f'{K}it', retrain='from_rewind_step'), st, data=data)
     assert renda[1]['run'].checkpoint_steps() == [K, T]
@@ -147,7 +148,7 @@ def test_ft_trains_at_the_final_learning_rate(tmp_path, data):
     assert max((w1[n] - w0[n]).abs().max().item() for n in recs[1]['mask']) > 1e-3     # it trains: not a no-op
     # replaying the level from T to 2T at the constant final LR, without weight decay, reproduces it exactly
     from ticketlab.train import Trainer
-    from ticketlab.store import build_model
+    from ticketlab.runs import build_model
     hq = hp.replace(training_steps=f'{end}it', weight_decay=0.0)
     tr = Trainer(build_model(hq, data[0]), hq, data[0], mask=recs[1]['mask'], lr_fn=lambda t: final)
     tr.model.load_state_dict(w0); tr.fit(start, end)

@@ -1,7 +1,8 @@
 "The run store: reuse, exact resume after SIGKILL, corrupt checkpoints."
 import hashlib, io, json, os, signal, subprocess, sys, textwrap, warnings
 import pytest, torch
-from ticketlab.store import Store, train_run, load_checkpoint, CorruptCheckpointError
+from ticketlab.store import Store, load_checkpoint, CorruptCheckpointError
+from ticketlab.runs import train_run
 from ticketlab.train import TrainHparams, Callback
 from ticketlab.masks import UnsafeFileError
 from ticketlab.core import resolve_precision
@@ -11,7 +12,8 @@ HP = TrainHparams(training_steps='4ep', precision='fp32')
 KILLER = textwrap.dedent('''
     import os, signal, sys, torch
     torch.set_num_threads(1)
-    from ticketlab.store import Store, train_run
+    from ticketlab.store import Store
+    from ticketlab.runs import train_run
     from ticketlab.train import TrainHparams, Callback
     class Kill(Callback):
         order = 99   # after the resume checkpoint of this step is written

@@ -7,8 +7,9 @@ import ticketlab.train as train_mod
 from ticketlab.data import load_dataset
 from ticketlab.masks import Mask, prune_to_density
 from ticketlab.models import get_model
-from ticketlab.train import (TrainHparams, Trainer, Callback, BatchFn, ProgressCB, HparamWarning, lr_schedule, evaluate,
+from ticketlab.train import (TrainHparams, Trainer, Callback, BatchFn, ProgressCB, HparamWarning, lr_schedule,
                              determinism_settings, deterministic_algorithms)
+from ticketlab.evaluate import evaluate
 
 @pytest.fixture(scope='module')
 def digits(): return load_dataset('digits')

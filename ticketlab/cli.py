@@ -12,8 +12,9 @@ from .data import *
 from .models import *
 from .train import *
 from .store import *
-from .imp import imp_parser, cmd_imp
-from .lmc import lmc_parser, cmd_lmc
+from .runs import *
+from .imp import *
+from .lmc import *
 from .papers import replicate_parser, cmd_replicate
 
 # %% auto #0

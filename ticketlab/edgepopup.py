@@ -12,6 +12,7 @@ from .core import *
 from .models import *
 from .masks import *
 from .train import *
+from .evaluate import evaluate
 
 # %% auto #0
 __all__ = ['METHODS', 'EVAL_MASKS', 'WEIGHT_INITS', 'SCORE_INITS', 'BN_MODES', 'kept_count', 'topk_mask', 'GetSubnet',

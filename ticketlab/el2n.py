@@ -16,7 +16,7 @@ from .train import TrainHparams
 
 # %% auto #0
 __all__ = ['SELECTIONS', 'ensemble_hparams', 'error_l2_norms', 'el2n_scores', 'grad_norms', 'grand_scores', 'scores_meta',
-           'Scores', 'list_scores', 'select_by_score', 'plot_scores']
+           'Scores', 'list_scores', 'select_by_score', 'subset_by_score', 'plot_scores']
 
 # %% ../nbs/14_el2n.ipynb #01bdd8fa
 def ensemble_hparams(hp:TrainHparams, # the training recipe of every member
@@ -319,6 +319,23 @@ def select_by_score(scores, # a `Scores` or one number per training example
         order = torch.randperm(len(i), generator=g).numpy() if which == 'random' else np.argsort(key[i], kind='stable')
         idx.append(i[order[:q[c]]])
     return np.sort(np.concatenate(idx)).astype(np.int64)
+
+# %% ../nbs/14_el2n.ipynb #a0203f1d
+def subset_by_score(data:ImageData, # the training examples the scores rank, one score each (with the labels they were scored with)
+                    scores:Scores, # the scores; the subset is known by their name and hash
+                    m:int, # how many examples to select
+                    which:str='easiest', # 'easiest' (lowest scores), 'hardest' (highest) or 'random'
+                    class_balanced:bool|None=None, # equal counts per class; None: as the paper (random only)
+                    seed:int=0, # seed of a random selection
+                   ) -> ImageData:
+    "The examples of `data` that `select_by_score` selects, identified by the scores and the selection."
+    if not isinstance(scores, Scores):
+        raise TypeError(f'scores must be a Scores (its name and hash identify the subset), got {type(scores).__name__}; '
+                        f'for bare numbers use select_by_score and ImageData.subset')
+    idx = select_by_score(scores, data.y, m, which, class_balanced, seed, num_classes=data.num_classes)
+    balanced = which == 'random' if class_balanced is None else bool(class_balanced)
+    step = ('score_subset', scores.name, scores.hash, m, which, balanced, seed if which == 'random' else None)
+    return data.subset(torch.from_numpy(idx).to(data.device), step=step)
 
 # %% ../nbs/14_el2n.ipynb #b4153f32
 def plot_scores(scores, # a `Scores` or one number per example

@@ -15,14 +15,16 @@ from .models import *
 from .masks import *
 from .train import *
 from .store import *
+from .evaluate import *
+from .weights import *
+from .runs import *
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'RETRAIN_SPANS', 'BASELINES', 'IMP_COLUMNS', 'CLI_DEFAULTS', 'ImpHparams', 'one_shot', 'dense_mask',
-           'prune_to', 'pretrain', 'ft_learning_rate', 'retrain_span', 'check_imp', 'imp', 'baseline',
-           'train_loss_spread', 'dense_train_loss', 'path_train_losses', 'adaptive_fraction', 'replicate_hparams',
-           'imp_experiment', 'matching', 'dense_rows', 'imp_summary', 'most_extreme_matching',
-           'most_extreme_matching_any_rewind', 'series_label', 'plot_imp', 'lottery_ticket_verdict', 'imp_parser',
-           'cmd_imp']
+__all__ = ['STRATEGIES', 'RETRAIN_SPANS', 'BASELINES', 'IMP_COLUMNS', 'ImpHparams', 'one_shot', 'dense_mask', 'prune_to',
+           'ft_learning_rate', 'retrain_span', 'check_imp', 'imp', 'baseline', 'train_loss_spread', 'dense_train_loss',
+           'path_train_losses', 'adaptive_fraction', 'imp_experiment', 'matching', 'dense_rows', 'imp_summary',
+           'most_extreme_matching', 'most_extreme_matching_any_rewind', 'series_label', 'plot_imp',
+           'lottery_ticket_verdict']
 
 # %% ../nbs/10_imp.ipynb #165b0130
 STRATEGIES = ('wr', 'lrr', 'ft')
@@ -107,66 +109,31 @@ def prune_to(weights, # a model or a state dict (the trained weights)
     for group in ([[n] for n in names] if layerwise else [names]): out.update(one(group))
     return Mask(out)
 
-# %% ../nbs/10_imp.ipynb #f56760c8
-def _data_key(data_id:str|None) -> dict: return {'data': data_id} if data_id else {}
-
-def _ipe(hp:TrainHparams, train:ImageData) -> int:
-    if hp.batch_size > len(train): raise ValueError(f'batch_size {hp.batch_size} exceeds the {len(train)} training examples')
-    return len(train) // hp.batch_size
-
-def _it(hp:TrainHparams, train:ImageData, s) -> int: return Step.from_str(s, _ipe(hp, train)).it
-
-def _ensure_checkpoint(run:Run, step:int, hp:TrainHparams, train:ImageData, device=None):
-    "Give the dense `run` a checkpoint at `step`, replaying it from its newest earlier checkpoint if needed."
-    if run.has_checkpoint(step): return
-    tr = Trainer(build_model(hp, train), hp, train, device=device)
-    earlier = [s for s in run.checkpoint_steps() if s <= step]
-    if earlier: tr.load_state(run.load_checkpoint(max(earlier)))
-    tr.fit(tr.step, step)
-    run.save_checkpoint(step, tr.state())
-
-def pretrain(hp:TrainHparams, # what the dense network computes
-             rewind_steps:Iterable=('0it',), # steps k to keep as rewind points (Step strings or ints)
-             store:Store|None=None, # default: the store under TICKETLAB_HOME
-             *,
-             data:tuple|None=None, # (train, test), to skip loading
-             data_id:str|None=None, # names `data` when it is not what `hp` names
-             eval_every='1ep', device=None, progress:bool=False) -> Run:
-    "The dense run of `hp` to the end of training, with a checkpoint at every rewind step (reused when stored)."
-    train, test = data = data or load_data(hp)
-    T, ks = _it(hp, train, hp.training_steps), [_it(hp, train, s) for s in rewind_steps]
-    if any(k > T for k in ks): raise ValueError(f'rewind steps {list(rewind_steps)} must not exceed training_steps={hp.training_steps}')
-    run = train_run(hp, store, ks, data=data, key=_data_key(data_id) or None, eval_every=eval_every, device=device, progress=progress)
-    for k in ks: _ensure_checkpoint(run, k, hp, train, device)
-    return run
-
 # %% ../nbs/10_imp.ipynb #63c3ceb1
-def _masked(state:dict, mask:Mask) -> dict:
-    "A copy of the state dict `state` with the weights `mask` prunes set to zero."
-    return {n: v * mask[n].to(v.device, v.dtype) if n in mask else v.clone() for n, v in state.items()}
-
 def ft_learning_rate(hp:TrainHparams, # the training schedule
                      ihp:ImpHparams, # `ft_lr` > 0 wins
                      ipe:int, # iterations per epoch
                     ) -> float:
     "The fine-tuning learning rate: `ihp.ft_lr`, else the final plateau of `hp`'s multistep or constant schedule."
     if ihp.ft_lr > 0: return ihp.ft_lr
-    if hp.schedule in ('multistep', 'constant'): return lr_schedule(hp, ipe)(Step.from_str(hp.training_steps, ipe).it - 1)
+    if hp.schedule in ('multistep', 'constant'): return lr_schedule(hp, ipe)(plan(hp, ipe * hp.batch_size).T - 1)
     raise ValueError(f'ft: the {hp.schedule} schedule has no final plateau (its last learning rate is ~0, so fine-tuning '
                      'would not move); give ft_lr (--ft-lr), e.g. 100x below the peak as Unmasking App. B does')
 
-def retrain_span(hp:TrainHparams, ihp:ImpHparams, ipe:int) -> tuple[int, int]:
+def retrain_span(ihp:ImpHparams, # the strategy, rewind step and span
+                 p:Plan, # the run's steps (`plan(hp, train)`)
+                ) -> tuple[int, int]:
     "The global steps `(start, end)` a level of `ihp.strategy` trains over."
-    T, k = Step.from_str(hp.training_steps, ipe).it, Step.from_str(ihp.rewind_step, ipe).it
+    T, k = p.T, p.it(ihp.rewind_step, 'rewind_step')
     if ihp.strategy == 'wr' or ihp.retrain == 'from_rewind_step': return k, T
     return (0, T) if ihp.strategy == 'lrr' else (T, 2*T)
 
 def check_imp(hp:TrainHparams, ihp:ImpHparams, train:ImageData):
     "Raise `ValueError` if `ihp` cannot run on `hp` with training set `train` (before anything is written)."
-    T, k = _it(hp, train, hp.training_steps), _it(hp, train, ihp.rewind_step)
-    if k >= T: raise ValueError(f'rewind_step {ihp.rewind_step} must come before the end of training ({hp.training_steps} = {T}it)')
-    if ihp.adaptive and T - _ipe(hp, train) < 0: raise ValueError('the adaptive heuristic needs at least one epoch of training')
-    if ihp.strategy == 'ft': ft_learning_rate(hp, ihp, _ipe(hp, train))
+    p = plan(hp, train)
+    k = Step.from_str(ihp.rewind_step, p.iterations_per_epoch).it
+    if k >= p.T: raise ValueError(f'rewind_step {ihp.rewind_step} must come before the end of training ({hp.training_steps} = {p.T}it)')
+    if ihp.strategy == 'ft': ft_learning_rate(hp, ihp, p.iterations_per_epoch)
     dense_mask(build_model(hp, train), ihp.ignored())
 
 # %% ../nbs/10_imp.ipynb #553b2854
@@ -174,24 +141,23 @@ def imp(hp:TrainHparams, # training hyperparameters (the dense run and every lev
         ihp:ImpHparams, # how to prune and retrain
         store:Store|None=None, # default: the store under TICKETLAB_HOME
         *,
-        data:tuple|None=None, # (train, test), to skip loading
-        data_id:str|None=None, # names `data` when it is not what `hp` names
+        data:tuple|None=None, # (train, test): a subset, noisy labels, ...; default what `hp` names
         eval_every='1ep', # test-set evaluation period of each run
         device=None, progress:bool=False) -> list[dict]:
     "Run IMP; one record per level 0..L: `level`, `fraction`, `density`, `mask` and the stored `run`."
     train, test = data = data or load_data(hp)
     check_imp(hp, ihp, train)
-    store, ipe = store or Store(), _ipe(hp, train)
-    T, k = _it(hp, train, hp.training_steps), _it(hp, train, ihp.rewind_step)
-    dense = pretrain(hp, [k] + ([T - ipe] if ihp.adaptive else []), store, data=data, data_id=data_id,
-                     eval_every=eval_every, device=device, progress=progress)
+    store, p = store or Store(), plan(hp, train)
+    T, k, ipe = p.T, p.it(ihp.rewind_step), p.iterations_per_epoch
+    dense = dense_run(hp, [k] + ([T - ipe] if ihp.adaptive else []), store, data=data, eval_every=eval_every,
+                      device=device, progress=progress)
     mask = dense_mask(build_model(hp, train), ihp.ignored())
     eps = threshold = None
     if ihp.adaptive:
-        eps = train_loss_spread(dense, hp, train, device)
-        threshold = dense_train_loss(dense, hp, train, device) + eps     # fixed for every level (App. F, step 1)
+        eps = train_loss_spread(dense, data, device)
+        threshold = dense_train_loss(dense, train, device) + eps     # fixed for every level (App. F, step 1)
     records = [dict(level=0, fraction=0.0, density=1.0, mask=mask, run=dense, epsilon=eps, threshold=threshold)]
-    start, end = retrain_span(hp, ihp, ipe)
+    start, end = retrain_span(ihp, p)
     hpl, lr_fn = hp, None
     if ihp.strategy == 'ft':
         lr_fn = lambda t, lr=ft_learning_rate(hp, ihp, ipe): lr
@@ -204,11 +170,11 @@ def imp(hp:TrainHparams, # training hyperparameters (the dense run and every lev
         else: f = ihp.level_fraction(level)
         density *= 1 - f
         mask = prune_to(solution, mask, density, ihp.layerwise, ihp.ignored())
-        key = dict(_data_key(data_id), parent=dense.name, strategy=ihp.strategy, rewind_step=k, level=level, mask=mask.hash)
+        key = dict(parent=dense.ref, strategy=ihp.strategy, rewind_step=k, level=level, mask=mask.hash)
         if ihp.strategy == 'wr': init = dense.weights(k)
-        else: init, key['previous'], key['start'] = solution, prev.name, start
-        run = train_run(hpl, store, [start], data=data, init=_masked(init, mask), start=start, mask=mask, kind='imp_level',
-                        key=key, lr_fn=lr_fn, eval_every=eval_every, device=device, progress=progress)
+        else: init, key['previous'], key['start'] = solution, prev.ref, start
+        run, = train_runs([RunSpec(hpl, 'imp_level', key, data=data, init=mask_state(init, mask), start=start, mask=mask,
+                                   checkpoints=[start], lr_fn=lr_fn, eval_every=eval_every)], store, device=device, progress=progress)
         records.append(dict(level=level, fraction=f, density=mask.density, mask=mask, run=run, epsilon=eps, threshold=threshold))
         prev = run
     return records
@@ -219,7 +185,7 @@ def baseline(name:str, # 'reinit' or 'random_pruning'
              record:dict, # an IMP level's record (from `imp`)
              dense:Run, # the dense run (`imp`'s level 0)
              rewind_step='0it', # the rewind step of random pruning
-             store:Store|None=None, *, data:tuple|None=None, data_id:str|None=None,
+             store:Store|None=None, *, data:tuple|None=None,
              eval_every='1ep', device=None, progress:bool=False) -> dict:
     "Train baseline `name` on the mask of an IMP level; returns a record like `imp`'s."
     if name not in BASELINES: raise ValueError(f'unknown baseline {name!r}; choose one of {", ".join(BASELINES)}')
@@ -228,14 +194,14 @@ def baseline(name:str, # 'reinit' or 'random_pruning'
     if name == 'reinit':
         seed = derive_seed('reinit', hp.init_seed)
         init, start, m = build_model(hp.replace(init_seed=seed), train).state_dict(), 0, mask
-        key = dict(_data_key(data_id), parent=dense.name, baseline=name, mask=mask.hash, reinit_seed=seed)
+        key = dict(parent=dense.ref, baseline=name, mask=mask.hash, reinit_seed=seed)
     else:
-        start, seed = _it(hp, train, rewind_step), derive_seed('random_pruning', hp.init_seed, level)
+        start, seed = plan(hp, train).it(rewind_step, 'rewind_step'), derive_seed('random_pruning', hp.init_seed, level)
         m = random_prune(mask, seed)
-        init = dense.weights(start) if dense.has_checkpoint(start) else pretrain(hp, [start], store, data=data, data_id=data_id).weights(start)
-        key = dict(_data_key(data_id), parent=dense.name, baseline=name, rewind_step=start, mask=m.hash, of=mask.hash, seed=seed)
-    run = train_run(hp, store, [start], data=data, init=_masked(init, m), start=start, mask=m, kind='imp_baseline',
-                    key=key, eval_every=eval_every, device=device, progress=progress)
+        init = ensure_checkpoints(dense, [start], data, device=device).weights(start)
+        key = dict(parent=dense.ref, baseline=name, rewind_step=start, mask=m.hash, of=mask.hash, seed=seed)
+    run, = train_runs([RunSpec(hp, 'imp_baseline', key, data=data, init=mask_state(init, m), start=start, mask=m,
+                               checkpoints=[start], eval_every=eval_every)], store, device=device, progress=progress)
     return dict(level=level, fraction=record['fraction'], density=m.density, mask=m, run=run, epsilon=None)
 
 # %% ../nbs/10_imp.ipynb #56057e8d
@@ -244,22 +210,25 @@ class _LossLog(Callback):
     def after_step(self, t): self.losses.append(t.loss.item())
 
 def train_loss_spread(run:Run, # the dense run (finished)
-                      hp:TrainHparams, # its hyperparameters
-                      train:ImageData, # its training set
+                      data:tuple, # (train, test) it trained on
                       device=None) -> float:
     "$\\varepsilon$: the standard deviation of the minibatch training losses over the last epoch of `run`, replayed from T - 1 epoch."
-    T, ipe = _it(hp, train, hp.training_steps), _ipe(hp, train)
-    _ensure_checkpoint(run, T - ipe, hp, train, device)
+    hp, train = run.hparams, data[0]
+    p = plan(hp, train)
+    T, ipe = p.T, p.iterations_per_epoch
+    ensure_checkpoints(run, [T - ipe], data, device=device)
     log = _LossLog()
     tr = Trainer(build_model(hp, train), hp, train, device=device, callbacks=[log])
     tr.load_state(run.load_checkpoint(T - ipe))
     tr.fit(T - ipe, T)
     return float(np.std(log.losses))
 
-def dense_train_loss(run:Run, hp:TrainHparams, train:ImageData, device=None) -> float:
+def dense_train_loss(run:Run, # the dense run (finished)
+                     train:ImageData, # its training set
+                     device=None) -> float:
     "The full-batch training loss of `run`'s final weights (evaluation mode, no augmentation)."
-    device = torch.device(device or default_device())
-    return path_train_losses(build_model(hp, train).to(device), *[run.weights(_it(hp, train, hp.training_steps))]*2, train,
+    device, hp = torch.device(device or default_device()), run.hparams
+    return path_train_losses(build_model(hp, train).to(device), *[run.weights(plan(hp, train).T)]*2, train,
                              [0.0], resolve_precision(hp.precision, device), device)[0]
 
 def path_train_losses(model:torch.nn.Module, # a network of the right architecture (its weights are overwritten)
@@ -290,7 +259,7 @@ def adaptive_fraction(solution:dict, # state dict of the previous level's soluti
     model = build_model(hp, train).to(device)
     alphas = np.linspace(0, 1, points)[::-1]        # the pruned end first
     for p in sorted(ratios, reverse=True):
-        pruned = _masked(solution, prune_to(solution, mask, density * (1 - p), layerwise, ignore))
+        pruned = mask_state(solution, prune_to(solution, mask, density * (1 - p), layerwise, ignore))
         if all(path_train_losses(model, solution, pruned, train, [al], prec, device)[0] <= threshold for al in alphas): return p
     return 0.0
 
@@ -298,9 +267,6 @@ def adaptive_fraction(solution:dict, # state dict of the previous level's soluti
 IMP_COLUMNS = ['replicate', 'strategy', 'rewind_step', 'level', 'fraction', 'density', 'train_accuracy', 'train_loss',
                'test_accuracy', 'test_loss', 'run', 'mask']
 
-def replicate_hparams(hp:TrainHparams, replicate:int) -> TrainHparams:
-    "The hyperparameters of replicate `replicate`: both seeds of `hp` shifted by it."
-    return hp.replace(init_seed=hp.init_seed + replicate, data_seed=hp.data_seed + replicate)
 
 def _row(rec:dict, replicate:int, strategy:str, rewind_step:str) -> dict:
     s = rec['run'].summary()
@@ -315,7 +281,6 @@ def imp_experiment(hp:TrainHparams, # training hyperparameters (replicate 0)
                    store:Store|None=None, *,
                    baseline_levels:Iterable[int]|None=None, # run the baselines on these levels only (default: all)
                    data:tuple|None=None, # (train, test), to skip loading
-                   data_id:str|None=None, # names `data` when it is not what `hp` names
                    eval_every='1ep', device=None, progress:bool=False) -> pd.DataFrame:
     "IMP (and baselines) over replicates, as a tidy DataFrame with one row per replicate × strategy × level."
     baselines = list(baselines)
@@ -324,9 +289,9 @@ def imp_experiment(hp:TrainHparams, # training hyperparameters (replicate 0)
     if replicates < 1: raise ValueError(f'replicates must be >= 1, got {replicates}')
     data = data or load_data(hp)
     check_imp(hp, ihp, data[0])
-    store, rows, kw = store or Store(), [], dict(data=data, data_id=data_id, eval_every=eval_every, device=device, progress=progress)
+    store, rows, kw = store or Store(), [], dict(data=data, eval_every=eval_every, device=device, progress=progress)
     for r in range(replicates):
-        hp_r = replicate_hparams(hp, r)
+        hp_r = replicate(hp, r)
         recs = imp(hp_r, ihp, store, **kw)
         rows += [_row(rec, r, ihp.strategy, ihp.rewind_step) for rec in recs]
         for b in baselines:
@@ -430,9 +395,7 @@ def plot_imp(df:pd.DataFrame, # `imp_experiment` rows (several experiments may b
     if title: ax.set_title(title)
     return ax
 
-# %% ../nbs/10_imp.ipynb #6ef8bcd7
-CLI_DEFAULTS = dict(fraction=0.5, levels=8)   # `ticketlab imp`: 8 levels of 50% reach 0.39% of the weights
-
+# %% ../nbs/10_imp.ipynb #334a148f
 def lottery_ticket_verdict(df:pd.DataFrame, # `imp_experiment` rows with IMP and at least one baseline
                            metric:str='test_accuracy') -> str:
     "One sentence: at the sparsest level the baselines ran on, does IMP beat each of them by more than the noise?"
@@ -451,62 +414,3 @@ def lottery_ticket_verdict(df:pd.DataFrame, # `imp_experiment` rows with IMP and
     tail = ('IMP beats every baseline: the subnetworks it finds are lottery tickets' if all(wins)
             else 'IMP does not beat every baseline by more than twice the noise here: prune further or run more replicates')
     return f'{head}. {tail}.'
-
-def imp_parser(p=None) -> argparse.ArgumentParser:
-    "The parser of `ticketlab imp`."
-    p = p or CLIParser(prog='ticketlab imp')
-    p.description = 'Iterative magnitude pruning (and baselines) over replicates: a table, a CSV and a plot.'
-    p.epilog = f"models: {', '.join(model_names())}\ndata sets: {', '.join(dataset_names())}"
-    TrainHparams.add_args(p, 'training hyperparameters')
-    ImpHparams.add_args(p, 'IMP hyperparameters')
-    for a in p._actions:            # the command's own defaults: deep enough, fast enough, to show the baselines fall off
-        if a.dest in CLI_DEFAULTS: a.default, a.help = CLI_DEFAULTS[a.dest], re.sub(r'\(default: [^)]*\)', f'(default here: {CLI_DEFAULTS[a.dest]})', a.help)
-    g = p.add_argument_group('experiment')
-    g.add_argument('--replicates', type=int, default=2, help='independent replicates (default: 2)')
-    g.add_argument('--baselines', default='reinit,random_pruning', help="comma-separated, any of reinit, random_pruning; '' for none (default: both)")
-    g.add_argument('--store', default=None, help='run store folder (default: $TICKETLAB_HOME/runs)')
-    g.add_argument('--out', default=str(Path('ticketlab_out')/'imp'), help='folder for imp.csv and imp.png (default: ./ticketlab_out/imp)')
-    g.add_argument('--device', default=None, help='cpu, cuda, ... (default: cuda if available)')
-    g.add_argument('--no-progress', action='store_true', help='no progress bars')
-    return p
-
-def _summary_text(df:pd.DataFrame) -> str:
-    s = imp_summary(df)
-    s = s.assign(strategy=[series_label(a, b) for a, b in zip(s.strategy, s.rewind_step)],
-                 density=(s.density * 100).map(lambda v: f'{v:.3g}%'),
-                 test_accuracy=[f'{100*m:.2f} ± {100*(0 if np.isnan(sd) else sd):.2f}' for m, sd in zip(s['mean'], s['std'])])
-    return s[['strategy', 'level', 'density', 'test_accuracy', 'replicates', 'matching']].to_string(index=False)
-
-def cmd_imp(args:argparse.Namespace, prog='ticketlab imp'):
-    "Run `ticketlab imp` on parsed `args`."
-    try:
-        hp, ihp = TrainHparams.from_args(args), ImpHparams.from_args(args)
-        if args.replicates < 1: raise ValueError(f'--replicates must be >= 1, got {args.replicates}')
-        baselines = [b.strip() for b in args.baselines.split(',') if b.strip()]
-        bad = [b for b in baselines if b not in BASELINES]
-        if bad: raise ValueError(f'--baselines: unknown baseline {bad[0]!r}; choose from {", ".join(BASELINES)}')
-        out = Path(args.out)
-        if out.exists() and not out.is_dir(): raise ValueError(f'--out {out} exists and is not a folder')
-        if args.device: torch.device(args.device)
-        data = load_data(hp)
-        check_imp(hp, ihp, data[0])
-    except (ValueError, FileNotFoundError, RuntimeError) as e: cli_error(prog, e)
-    import matplotlib; matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    t0 = time.time()
-    df = imp_experiment(hp, ihp, args.replicates, baselines, Store(args.store) if args.store else None, data=data,
-                        eval_every=hp.training_steps, device=args.device, progress=not args.no_progress)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out/'imp.csv', 'w') as f: df.to_csv(f, index=False)
-    ax = plot_imp(df, title=f'{series_label(ihp.strategy, ihp.rewind_step)}: {hp.model} on {hp.dataset}, {args.replicates} replicate(s)')
-    with atomic_write(out/'imp.png') as f: ax.figure.savefig(f, format='png', dpi=120, bbox_inches='tight')
-    plt.close(ax.figure)
-    ext = most_extreme_matching(df)
-    print(f'\n{hp.model} on {hp.dataset}, {args.replicates} replicate(s), {time.time() - t0:.0f} s')
-    print(_summary_text(df))
-    print('\n' + lottery_ticket_verdict(df))
-    print('most extreme matching density: ' + '; '.join(
-        f'{series_label(r.strategy, r.rewind_step)}: ' + ('never matching' if np.isnan(r.density) else f'{100*r.density:.3g}% (level {int(r.level)})')
-        for r in ext.itertuples()))
-    print(f'wrote {out/"imp.csv"} and {out/"imp.png"}')
-    return df

@@ -5,6 +5,7 @@
 # %% ../nbs/11_lmc.ipynb #95f7f5c7
 from __future__ import annotations
 import argparse, copy, itertools, math, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
@@ -16,121 +17,19 @@ from .models import *
 from .masks import *
 from .train import *
 from .store import *
+from .evaluate import *
+from .weights import *
+from .weights import _param_names, _flat
+from .runs import *
+from .imp import STRATEGIES
 
 # %% auto #0
-__all__ = ['BN_MODES', 'BARRIER_BASELINES', 'CURVE_METRICS', 'MATRIX_QUANTITIES', 'has_batchnorm', 'reestimate_bn_',
-           'evaluate_states', 'alpha_grid', 'interpolation_curve', 'barrier', 'midpoint_barrier', 'barriers',
-           'child_seed', 'train_parent', 'spawn_children', 'final_weights', 'pairs_of', 'instability',
-           'instability_analysis', 'instability_summary', 'lmc_onset', 'instability_during_training',
-           'weight_distances', 'network_distances', 'pairwise_distances', 'per_example_barriers', 'lmc_scores',
-           'path_curve', 'barrier_matrix', 'mask_state', 'combine_states', 'nearest_in_triangle', 'plane_slice',
-           'perturb_state', 'robustness', 'plot_interpolation', 'plot_instability', 'plot_barrier_hist',
-           'plot_barrier_matrix', 'plot_plane', 'plot_path', 'lmc_parser', 'imp_level_mask', 'cmd_lmc']
-
-# %% ../nbs/11_lmc.ipynb #a29c5639
-BN_MODES = ('interpolate', 'reestimate')
-_BN_BUFFERS = ('running_mean', 'running_var', 'num_batches_tracked')
-
-def has_batchnorm(model:nn.Module) -> bool:
-    "Whether `model` has BatchNorm layers."
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-@torch.no_grad()
-def reestimate_bn_(model:nn.Module, # the network; its BatchNorm running statistics are replaced
-                   data:ImageData, # training data to estimate them on
-                   batches:int=10, # number of batches
-                   batch_size:int=128, # examples per batch
-                   seed:int=0, # seed of the random examples drawn
-                   precision:str='fp32', # autocast policy of the forward passes
-                  ) -> nn.Module:
-    "Recompute `model`'s BatchNorm running statistics as the plain average over `batches` random training batches."
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns: return model
-    if batches < 1 or batch_size < 1: raise ValueError(f'batches and batch_size must be >= 1, got {batches} and {batch_size}')
-    device = next(model.parameters()).device
-    n = min(len(data), batches * batch_size)
-    idx = torch.randperm(len(data), generator=make_generator(seed, 'reestimate_bn'))[:n]
-    moms = [m.momentum for m in bns]
-    for m in bns: m.reset_running_stats(); m.momentum = None     # momentum=None: cumulative average
-    was = model.training
-    model.train()
-    try:
-        for x, _ in eval_batches(data.subset(idx.to(data.device)), batch_size, device, memory_format(precision, device)):
-            with autocast(precision, device): model(x)
-    finally:
-        for m, mom in zip(bns, moms): m.momentum = mom
-        model.train(was)
-    return model
-
-def _fold_bn(model:nn.Module) -> nn.Module:
-    "`model` (in eval mode) with each BatchNorm folded into the convolution before it; `model` itself if that fails."
-    if not has_batchnorm(model): return model
-    try:
-        from torch.fx.experimental.optimization import fuse
-        return fuse(model)
-    except Exception: return model
-
-# %% ../nbs/11_lmc.ipynb #49f96c9d
-def _chunks(it:Iterable, n:int):
-    it = iter(it)
-    while True:
-        c = list(itertools.islice(it, n))
-        if not c: return
-        yield c
-
-@torch.no_grad()
-def evaluate_states(model:nn.Module, # a network of the architecture (its own weights are not used)
-                    states:Iterable[dict], # the state dicts to evaluate
-                    data:ImageData, # the examples, in order
-                    batch_size:int=1000, # examples per forward pass
-                    device=None, # default: `default_device()`
-                    precision:str='fp32', # autocast policy ('fp32', 'bf16' or 'auto')
-                    per_example:bool=False, # also return per-example `losses`, `correct`, `predictions`
-                    bn:str='interpolate', # BatchNorm statistics: the states' own ('interpolate') or 'reestimate'd
-                    bn_data:ImageData|None=None, # training data for `bn='reestimate'`
-                    bn_batches:int=10, # batches for `bn='reestimate'`
-                    bn_batch_size:int=128, # examples per batch for `bn='reestimate'`
-                    chunk:int=32, # networks held at once; each eval batch is prepared once per chunk
-                    progress:bool=False, # a progress bar over the networks
-                   ) -> list[dict]:
-    "Mean `loss`, `accuracy` and `error` of each state of `states` on `data` (one pass over `data` per chunk)."
-    if bn not in BN_MODES: raise ValueError(f'unknown bn mode {bn!r}; choose one of {", ".join(BN_MODES)}')
-    if bn == 'reestimate' and bn_data is None and has_batchnorm(model):
-        raise ValueError("bn='reestimate' needs bn_data= the training data to estimate the statistics on")
-    if chunk < 1: raise ValueError(f'chunk must be >= 1, got {chunk}')
-    device = torch.device(device or default_device())
-    prec = resolve_precision(precision, device)
-    mem = memory_format(prec, device)
-    base = copy.deepcopy(model).to(device)
-    pool, out = [], []
-    bar = tqdm(desc='evaluate', unit='net', leave=False) if progress else None
-    for states_ in _chunks(states, chunk):
-        while len(pool) < len(states_): pool.append(copy.deepcopy(base))
-        nets = []
-        for net, st in zip(pool, states_):
-            net.load_state_dict(st)
-            if bn == 'reestimate' and bn_data is not None: reestimate_bn_(net, bn_data, bn_batches, bn_batch_size, precision=prec)
-            net.eval()
-            nets.append((_fold_bn(net) if prec == 'bf16' else net).to(memory_format=mem))
-        losses, preds = [[] for _ in nets], [[] for _ in nets]
-        ys = []
-        for x, y in eval_batches(data, batch_size, device, mem):
-            ys.append(y)
-            for j, m in enumerate(nets):
-                with autocast(prec, device): o = m(x)
-                o = o.float()
-                losses[j].append(F.cross_entropy(o, y, reduction='none')); preds[j].append(o.argmax(1))
-        y = torch.cat(ys)
-        for l, p in zip(losses, preds):
-            l, p = torch.cat(l), torch.cat(p)
-            c = p == y
-            acc = c.float().mean().item()
-            r = dict(loss=l.mean().item(), accuracy=acc, error=1 - acc)
-            if per_example: r.update(losses=l.cpu(), correct=c.cpu(), predictions=p.cpu())
-            out.append(r)
-        if bar is not None: bar.update(len(nets))
-    if bar is not None: bar.close()
-    return out
+__all__ = ['REFERENCES', 'CURVE_METRICS', 'MATRIX_QUANTITIES', 'SPLITS', 'alpha_grid', 'interpolation_curve', 'barrier',
+           'midpoint_barrier', 'barriers', 'final_weights', 'pairs_of', 'instability', 'instability_analysis',
+           'instability_summary', 'lmc_onset', 'instability_during_training', 'pairwise_distances',
+           'per_example_barriers', 'lmc_scores', 'path_curve', 'barrier_matrix', 'nearest_in_triangle', 'plane_slice',
+           'robustness', 'plot_interpolation', 'plot_instability', 'plot_barrier_hist', 'plot_barrier_matrix',
+           'plot_plane', 'plot_path', 'LmcHparams', 'imp_level_mask']
 
 # %% ../nbs/11_lmc.ipynb #86607051
 def alpha_grid(alphas=11) -> np.ndarray:
@@ -164,7 +63,7 @@ def interpolation_curve(w1:dict, # state dict of the network at alpha = 0
     return pd.DataFrame(rows)
 
 # %% ../nbs/11_lmc.ipynb #a7461bbc
-BARRIER_BASELINES = ('linear', 'mean')
+REFERENCES = ('chord', 'ends mean')   # what a barrier is measured above
 CURVE_METRICS = ('error', 'loss', 'accuracy')
 
 def _curve_arrays(alphas, values):
@@ -177,12 +76,12 @@ def _curve_arrays(alphas, values):
 
 def barrier(alphas, # the interpolation coefficients (including 0 and 1)
             values, # the error (or loss) at each of them
-            baseline:str='linear', # 'linear': (1-α)E(w1) + αE(w2); 'mean': ½(E(w1) + E(w2)) (the LMC paper)
+            reference:str='chord', # 'chord': (1-α)E(w1) + αE(w2); 'ends mean': ½(E(w1) + E(w2)) (the LMC paper)
            ) -> float:
     "$\\sup_\\alpha [E(w(\\alpha)) - ((1-\\alpha)E(w_1) + \\alpha E(w_2))]$ over the grid."
-    if baseline not in BARRIER_BASELINES: raise ValueError(f'unknown baseline {baseline!r}; choose one of {", ".join(BARRIER_BASELINES)}')
+    if reference not in REFERENCES: raise ValueError(f'unknown reference {reference!r}; choose one of {", ".join(REFERENCES)}')
     a, v = _curve_arrays(alphas, values)
-    base = (1 - a) * v[0] + a * v[-1] if baseline == 'linear' else np.full_like(v, (v[0] + v[-1]) / 2)
+    base = (1 - a) * v[0] + a * v[-1] if reference == 'chord' else np.full_like(v, (v[0] + v[-1]) / 2)
     return float(np.max(v - base))
 
 def midpoint_barrier(alphas, # the interpolation coefficients (including 0, 1/2 and 1)
@@ -196,7 +95,7 @@ def midpoint_barrier(alphas, # the interpolation coefficients (including 0, 1/2 
 
 # %% ../nbs/11_lmc.ipynb #1046de35
 def barriers(curves:pd.DataFrame, # interpolation curves: columns alpha, error, loss and any identifying columns
-             baseline:str='linear', # see `barrier`
+             reference:str='chord', # see `barrier`
             ) -> pd.DataFrame:
     "Error and loss barriers (sup and midpoint) of each curve in `curves`."
     keys = [c for c in curves.columns if c not in ('alpha', *CURVE_METRICS)]
@@ -206,111 +105,10 @@ def barriers(curves:pd.DataFrame, # interpolation curves: columns alpha, error, 
         has_mid = np.isclose(g.alpha.to_numpy(), 0.5).any()
         r = dict(zip(keys, k))
         for m in ('error', 'loss'):
-            r[f'{m}_barrier'] = barrier(g.alpha, g[m], baseline)
+            r[f'{m}_barrier'] = barrier(g.alpha, g[m], reference)
             r[f'{m}_barrier_mid'] = midpoint_barrier(g.alpha, g[m]) if has_mid else np.nan
         rows.append(r)
     return pd.DataFrame(rows)
-
-# %% ../nbs/11_lmc.ipynb #6cd2e31c
-def child_seed(hp:TrainHparams, # the parent's hyperparameters
-               i:int, # the child's index
-              ) -> int:
-    "The data-order seed of child `i`: distinct per child, and distinct from the parent's."
-    return derive_seed(hp.data_seed, 'lmc_child', i) % 2**31
-
-def _ipe(hp:TrainHparams, train:ImageData) -> int:
-    n = len(train) // hp.batch_size
-    if n < 1: raise ValueError(f'batch_size {hp.batch_size} exceeds the {len(train)} training examples')
-    return n
-
-def _step(s, hp:TrainHparams, train:ImageData) -> int:
-    "Global step `s` (an int or a Step string) of `hp` on `train`, checked against the run's length."
-    ipe = _ipe(hp, train)
-    it = Step.from_str(s, ipe).it
-    T = Step.from_str(hp.training_steps, ipe).it
-    if it > T: raise ValueError(f'step {s} ({it} it) is after the end of training, {hp.training_steps} ({T} it)')
-    return it
-
-def _replay_checkpoints(run:Run, hp:TrainHparams, steps:Iterable[int], data, device=None, init:dict|None=None, start:int=0):
-    """Recompute the missing checkpoints `steps` of finished `run` by replaying it from its nearest earlier state:
-    a stored checkpoint, else its start (`init` at step `start`; a plain run's start is its fresh initialisation)."""
-    missing = sorted(s for s in set(steps) if not run.has_checkpoint(s))
-    if not missing: return
-    earlier = [h for h in run.checkpoint_steps() if h < missing[0]]
-    if not earlier and init is None and (run.kind != 'train' or set(run.key) - {'data'}):
-        raise FileNotFoundError(f'{run} has no checkpoint before step {missing[0]} to replay from (it has {run.checkpoint_steps()}); '
-                                f'train it again with checkpoints=[{missing[0]}]')
-    train, _ = data
-    model = build_model(hp, train)
-    if init is not None and not earlier: model.load_state_dict(init)
-    tr = Trainer(model, hp, train, mask=run.mask(), device=device, callbacks=[CheckpointCB(missing, run.save_checkpoint)])
-    if earlier: start = earlier[-1]; tr.load_state(run.load_checkpoint(start))
-    tr.fit(start, missing[-1])
-
-def train_parent(hp:TrainHparams, # the parent run's hyperparameters
-                 steps, # the rewind steps k to keep checkpoints at (Step strings or ints)
-                 store:Store|None=None, # default: the store under TICKETLAB_HOME
-                 data:tuple|None=None, # (train, test) already loaded
-                 data_id:str|None=None, # names `data` when it is not what `hp` names (e.g. a subset); as `ticketlab.imp.pretrain`
-                 device=None, progress:bool=True) -> Run:
-    "The dense parent run of `hp` with checkpoints at every step of `steps` (trained, reused or completed)."
-    data = data or load_data(hp)
-    ks = [_step(s, hp, data[0]) for s in steps]
-    run = train_run(hp, store, ks, data=data, key={'data': data_id} if data_id else None, device=device, progress=progress)
-    _replay_checkpoints(run, hp, ks, data, device)
-    return run
-
-# %% ../nbs/11_lmc.ipynb #5b15d6ac
-def _mask_of(parent:Run, mask):
-    if isinstance(mask, str):
-        if mask != 'parent': raise ValueError(f"mask must be 'parent', None or a Mask, got {mask!r}")
-        return parent.mask()
-    if mask is not None and not isinstance(mask, Mask): raise TypeError(f'mask must be a Mask, got {type(mask).__name__}')
-    return mask
-
-def _hp_of(parent:Run, hp):
-    hp = hp or parent.hparams
-    if not isinstance(hp, TrainHparams):
-        raise TypeError(f'{parent} holds {type(hp).__name__}; pass hp= the TrainHparams its networks were trained with')
-    return hp
-
-def spawn_children(parent:Run, # the run to branch from (dense, or masked such as an IMP level)
-                   step, # the rewind step k (a Step string or an int)
-                   n:int=2, # number of children (3 gives three pairs)
-                   hp:TrainHparams|None=None, # the children's hyperparameters (default: the parent's)
-                   mask='parent', # 'parent' (the parent's mask, if any), None (dense) or a Mask
-                   store:Store|None=None, # default: the store under TICKETLAB_HOME
-                   data:tuple|None=None, # (train, test) already loaded
-                   track=None, # also keep the children's states every `track` steps (e.g. '1ep'), for `instability_during_training`
-                   perturb:Callable[[dict], dict]|None=None, # applied to the parent's weights before training (see `robustness`)
-                   key:dict|None=None, # extra identity of these children (e.g. the perturbation)
-                   seeds:Sequence[int]|None=None, # data-order seeds (default: `child_seed(hp, i)`)
-                   device=None, progress:bool=True) -> list[Run]:
-    "Train `n` copies of `parent`'s network at step `step` to the end under different data orders."
-    hp = _hp_of(parent, hp)
-    mask = _mask_of(parent, mask)
-    if n < 1: raise ValueError(f'need at least one child, got n={n}')
-    seeds = list(seeds) if seeds is not None else [child_seed(hp, i) for i in range(n)]
-    if len(seeds) != n: raise ValueError(f'{n} children need {n} seeds, got {len(seeds)}')
-    data = data or load_data(hp)
-    k = _step(step, hp, data[0])
-    if not parent.has_checkpoint(k):
-        raise FileNotFoundError(f'{parent} has no checkpoint at step {k} (it has {parent.checkpoint_steps()}); '
-                                f'train the parent with checkpoints=[{k}] (train_parent does)')
-    init = parent.weights(k)
-    if perturb is not None: init = perturb(init)
-    ipe, T = _ipe(hp, data[0]), Step.from_str(hp.training_steps, _ipe(hp, data[0])).it
-    keep = list(range(k, T + 1, Step.from_str(track, ipe).it)) if track else []
-    runs = []
-    for i, s in enumerate(seeds):
-        ckey = dict(parent=f'{parent.kind}/{parent.name}', step=k, mask=mask.hash if mask is not None else None,
-                    child=i, **(key or {}))
-        chp = hp.replace(data_seed=s)
-        run = train_run(chp, store, keep, data=data, init=init, start=k, mask=mask, kind='lmc_child', key=ckey,
-                        device=device, progress=progress)
-        _replay_checkpoints(run, chp, keep, data, device, init=init, start=k)   # a reused child spawned without `track`
-        runs.append(run)
-    return runs
 
 # %% ../nbs/11_lmc.ipynb #fa6f6c60
 def final_weights(run:Run) -> dict:
@@ -339,6 +137,12 @@ def instability(children:Sequence, # the children (Runs, whose final weights are
     return pd.concat(dfs, ignore_index=True)[['pair', 'split', 'alpha', 'loss', 'accuracy', 'error']]
 
 # %% ../nbs/11_lmc.ipynb #d9d268c4
+def _hp_of(parent:Run, hp):
+    hp = hp or parent.hparams
+    if not isinstance(hp, TrainHparams):
+        raise TypeError(f'{parent} holds {type(hp).__name__}; pass hp= the TrainHparams its networks were trained with')
+    return hp
+
 def instability_analysis(parent:Run, # the run to branch from (dense, or an IMP level)
                          steps, # the rewind steps k (Step strings or ints)
                          n:int=2, # children per step
@@ -352,14 +156,15 @@ def instability_analysis(parent:Run, # the run to branch from (dense, or an IMP 
     hp = _hp_of(parent, hp)
     data = data or load_data(hp)
     eval_data = eval_data or {'test': data[1], 'train': data[0]}
-    ks = [_step(s, hp, data[0]) for s in steps]
+    p = plan(hp, data[0])
+    ks = [p.it(s, 'rewind step') for s in steps]
     missing = [k for k in ks if not parent.has_checkpoint(k)]
     if missing: raise FileNotFoundError(f'{parent} has no checkpoints at steps {missing} (it has {parent.checkpoint_steps()}); '
-                                        f'train the parent with checkpoints at them (train_parent does)')
+                                        f'train the parent with checkpoints at them (dense_run does)')
     model = build_model(hp, data[0])
     dfs = []
     for k in ks:
-        kids = spawn_children(parent, k, n, hp=hp, mask=mask, store=store, data=data, device=device, progress=progress, **kw)
+        kids = branch(parent, k, n, store, hp=hp, mask=mask, data=data, device=device, progress=progress, **kw)
         c = instability(kids, model, eval_data, alphas, bn=bn, bn_data=data[0], precision=precision or hp.precision, device=device)
         dfs.append(c.assign(step=k))
     out = pd.concat(dfs, ignore_index=True)
@@ -399,36 +204,6 @@ def instability_during_training(children:Sequence[Run], # children spawned with 
     return out[['train_step'] + [c for c in out.columns if c != 'train_step']]
 
 # %% ../nbs/11_lmc.ipynb #35e6c1ff
-def _param_names(w:dict, mask:Mask|None=None) -> list[str]:
-    if mask is not None: return list(mask)
-    return [k for k, v in w.items() if v.is_floating_point() and not k.endswith(_BN_BUFFERS)]
-
-def _flat(w:dict, names, mask:Mask|None=None) -> torch.Tensor:
-    if mask is None: return torch.cat([w[n].detach().reshape(-1).double().cpu() for n in names])
-    return torch.cat([w[n].detach().double().cpu()[mask[n].cpu()] for n in names])
-
-def weight_distances(w1:dict, w2:dict, # state dicts of the two networks
-                     mask:Mask|None=None, # only the weights this mask keeps (else every trainable entry)
-                    ) -> dict:
-    "$L_2$ distance and cosine distance between the weights of two networks."
-    names = _param_names(w1, mask)
-    missing = [n for n in names if n not in w2]
-    if missing: raise ValueError(f'the second network lacks {missing[:3]}')
-    a, b = _flat(w1, names, mask), _flat(w2, names, mask)
-    den = (a.norm() * b.norm()).item()
-    return dict(l2=(a - b).norm().item(), cosine=1 - (a @ b).item() / den if den > 0 else np.nan)
-
-def network_distances(w1:dict, w2:dict, # state dicts of the two networks
-                      model:nn.Module, # a network of their architecture
-                      data:ImageData, # the examples to compare their predictions on
-                      mask:Mask|None=None, # weight distances only over the weights this mask keeps
-                      **kw) -> dict:
-    "Weight distances, number (and fraction) of examples classified differently, and $L_2$ distance of per-example losses."
-    r1, r2 = evaluate_states(model, [w1, w2], data, per_example=True, **kw)
-    differ = (r1['predictions'] != r2['predictions'])
-    return dict(**weight_distances(w1, w2, mask), disagreement=int(differ.sum()), disagreement_frac=differ.float().mean().item(),
-                loss_l2=(r1['losses'].double() - r2['losses'].double()).norm().item())
-
 def pairwise_distances(nets:Sequence, model:nn.Module, data:ImageData, mask:Mask|None=None, **kw) -> pd.DataFrame:
     "`network_distances` between every pair of `nets` (Runs or state dicts): one row per pair."
     ws = _states(nets)
@@ -492,7 +267,7 @@ def path_curve(nets:Sequence, # the networks in order (Runs or state dicts), e.g
 def barrier_matrix(nets:Sequence, # the networks (Runs or state dicts)
                    model:nn.Module, data:ImageData, alphas=11,
                    metric:str='error', # 'error' or 'loss'
-                   labels:Sequence|None=None, baseline:str='linear',
+                   labels:Sequence|None=None, reference:str='chord',
                    quantity:str='barrier', # 'barrier' (chord subtracted) or 'max': the largest value on the path (Unmasking's heatmap)
                    **kw) -> pd.DataFrame:
     "The matrix of barriers $B(w_i, w_j)$ (or path maxima) between every pair of `nets`, symmetric."
@@ -505,31 +280,10 @@ def barrier_matrix(nets:Sequence, # the networks (Runs or state dicts)
     M = np.zeros((len(ws), len(ws)))
     if quantity == 'max':                      # the diagonal: each network's own value (a path of one point)
         for (i, j), c in cs.items(): M[i, i], M[j, j] = c[metric].iloc[0], c[metric].iloc[-1]
-    for (i, j), c in cs.items(): M[i, j] = M[j, i] = barrier(c.alpha, c[metric], baseline) if quantity == 'barrier' else c[metric].max()
+    for (i, j), c in cs.items(): M[i, j] = M[j, i] = barrier(c.alpha, c[metric], reference) if quantity == 'barrier' else c[metric].max()
     return pd.DataFrame(M, index=pd.Index(labels, name='network'), columns=pd.Index(labels, name='network'))
 
 # %% ../nbs/11_lmc.ipynb #5ae90636
-def mask_state(state:dict, # a state dict
-               mask:Mask, # the mask to project onto
-              ) -> dict:
-    "The projection $m \\odot w$: a copy of `state` with the weights `mask` prunes set to 0."
-    missing = [n for n in mask if n not in state]
-    if missing: raise ValueError(f'the state dict lacks the masked layers {missing[:3]}')
-    return {k: v * mask[k].to(v.device, v.dtype) if k in mask else v.clone() for k, v in state.items()}
-
-def combine_states(states:Sequence[dict], # state dicts of one architecture
-                   coeffs:Sequence[float], # one coefficient per state (an affine combination sums to 1)
-                  ) -> dict:
-    "$\\sum_i c_i w_i$ over float entries (BatchNorm variances clipped at 0); integer entries from the largest $c_i$."
-    if len(states) != len(coeffs): raise ValueError(f'{len(states)} states but {len(coeffs)} coefficients')
-    top = int(np.argmax(coeffs))
-    out = {}
-    for k, v in states[top].items():
-        if not v.is_floating_point(): out[k] = v.clone(); continue
-        t = sum(float(c) * s[k].to(v.dtype) for c, s in zip(coeffs, states))
-        out[k] = t.clamp_(min=0) if k.endswith('running_var') else t
-    return out
-
 def nearest_in_triangle(pts:np.ndarray, # (3, 2) the corners
                         q:np.ndarray, # (2,) a point of the plane
                        ) -> np.ndarray:
@@ -590,28 +344,6 @@ def plane_slice(w0:dict, w1:dict, w2:dict, # the three networks (state dicts or 
     return df
 
 # %% ../nbs/11_lmc.ipynb #c4405785
-def perturb_state(state:dict, # the state dict to perturb
-                  norm:float, # L2 norm of the perturbation
-                  mask:Mask|None=None, # perturb only the weights it keeps
-                  seed:int=0, # seed of the random direction
-                  names:Sequence[str]|None=None, # the layers to perturb when dense (default: those of `mask`; required without it)
-                 ) -> dict:
-    "`state` plus a random Gaussian direction of L2 norm `norm` within `mask`'s subspace."
-    if norm < 0: raise ValueError(f'norm must be >= 0, got {norm}')
-    if mask is None and names is None: raise ValueError('pass mask= (perturb within its subspace) or names= the layers to perturb')
-    names = list(mask) if mask is not None else list(names)
-    g = make_generator(seed, 'perturb')
-    out = {k: v.clone() for k, v in state.items()}
-    dirs = {}
-    for n in names:
-        d = torch.randn(state[n].shape, generator=g, dtype=torch.float64)
-        if mask is not None: d *= mask[n].cpu()
-        dirs[n] = d
-    tot = math.sqrt(sum((d**2).sum().item() for d in dirs.values()))
-    if tot == 0: return out
-    for n, d in dirs.items(): out[n] += (d * (norm / tot)).to(out[n].dtype).to(out[n].device)
-    return out
-
 def robustness(parent:Run, # the run to branch from (dense or an IMP level)
                step, # the step whose weights are perturbed
                norms:Sequence[float], # L2 norms of the perturbations
@@ -622,15 +354,15 @@ def robustness(parent:Run, # the run to branch from (dense or an IMP level)
     hp = _hp_of(parent, hp)
     data = data or load_data(hp)
     eval_data = eval_data or {'test': data[1], 'train': data[0]}
-    m = _mask_of(parent, mask)
+    m = parent.mask() if mask == 'parent' else mask
     names = list(m) if m is not None else list(prunable_parameters(build_model(hp, data[0])))
     seed0 = child_seed(hp, 0)
     common = dict(hp=hp, mask=m, store=store, data=data, seeds=[seed0], device=device, progress=progress)
-    base, = spawn_children(parent, step, 1, **common)
+    base, = branch(parent, step, 1, **common)
     model = build_model(hp, data[0])
     dfs = []
     for r in norms:
-        kid, = spawn_children(parent, step, 1, perturb=lambda w, r=r: perturb_state(w, r, m, seed, names),
+        kid, = branch(parent, step, 1, perturb=lambda w, r=r: perturb_state(w, r, m, seed, names),
                               key=dict(perturb_norm=float(r), perturb_seed=seed), **common)
         c = interpolation_curve(final_weights(base), final_weights(kid), model, eval_data, alphas, bn=bn, bn_data=data[0],
                                 precision=precision or hp.precision, device=device)
@@ -735,105 +467,49 @@ def plot_path(path:pd.DataFrame, # `path_curve` output
     ax.legend(fontsize='small')
     return ax
 
-# %% ../nbs/11_lmc.ipynb #ff80e855
-def lmc_parser(p=None) -> argparse.ArgumentParser:
-    "The parser of `ticketlab lmc`."
-    p = p or CLIParser(prog='ticketlab lmc')
-    p.description = 'Instability analysis: children of step-k checkpoints, error barriers between them (Frankle et al. 2020).'
-    p.epilog = f"models: {', '.join(model_names())}\ndata sets: {', '.join(dataset_names())}"
-    TrainHparams.add_args(p, "the dense parent's hyperparameters (part of the runs' identity unless noted)")
-    g = p.add_argument_group('instability analysis')
-    g.add_argument('--steps', default='0it,5it,1ep,5ep', help="rewind steps k, comma-separated (default: '0it,5it,1ep,5ep')")
-    g.add_argument('--children', type=int, default=2, help='children per rewind step (default: 2; 3 gives three pairs)')
-    g.add_argument('--alphas', type=int, default=11, help='interpolation points in [0, 1] (default: 11, steps of 0.1)')
-    g.add_argument('--splits', default='test,train', help="where to measure: test, train or test,train (default: test,train)")
-    g.add_argument('--bn', default='interpolate', help=f'BatchNorm statistics of interpolated networks: {", ".join(BN_MODES)} (default: interpolate)')
-    g.add_argument('--baseline', default='linear', help=f'barrier baseline: {", ".join(BARRIER_BASELINES)} (default: linear; mean is the LMC paper\'s)')
-    g.add_argument('--threshold', type=float, default=0.02, help='stable when the mean error barrier is below this (default: 0.02)')
-    g.add_argument('--level', type=int, default=None, help='analyse IMP level L: the children at each step k use the mask IMP rewinding to k found (stored by ticketlab imp)')
-    g.add_argument('--imp-strategy', default='wr', help='with --level: the IMP strategy of the stored runs (default: wr)')
-    g.add_argument('--density', type=float, default=None, help='analyse the trained dense network magnitude-pruned once to this density')
-    g.add_argument('--plot', default='lmc-instability.png', help='where to write the plot (default: lmc-instability.png; "" for none)')
-    g2 = p.add_argument_group('where and how')
-    g2.add_argument('--store', default=None, help='run store folder (default: $TICKETLAB_HOME/runs)')
-    g2.add_argument('--device', default=None, help='cpu, cuda, cuda:1, ... (default: cuda if available)')
-    g2.add_argument('--no-progress', action='store_true', help='no progress bar')
-    return p
+# %% ../nbs/11_lmc.ipynb #e3cf6298
+SPLITS = ('test', 'train')
 
+@dataclass(frozen=True)
+class LmcHparams(Hparams):
+    "What an instability analysis measures (LMC paper §2): rewind steps, children, interpolation, the barrier, the network."
+    rewind_steps: str = hp('0it,5it,1ep,5ep', 'the rewind steps k, comma-separated Step strings')
+    children: int = hp(2, 'children per rewind step (3 gives three pairs)', lo=2)
+    alphas: int = hp(11, 'interpolation points in [0, 1], both ends included', lo=3)
+    splits: str = hp('test,train', 'where barriers are measured: test, train or test,train')
+    bn: str = hp('interpolate', 'BatchNorm statistics of interpolated networks', choices=BN_MODES)
+    reference: str = hp('chord', "what a barrier is measured above: chord, or 'ends mean' (the LMC paper's)", choices=REFERENCES)
+    threshold: float = hp(0.02, 'stable when the mean error barrier is below this (the LMC paper: 2%)', lo=0, hi=1, open=(True, True))
+    level: int = hp(0, 'analyse IMP level L >= 1 (the mask IMP rewinding to each k found, stored by ticketlab imp); 0: dense', lo=0)
+    strategy: str = hp('wr', 'with level: the IMP strategy of the stored runs', choices=STRATEGIES)
+    density: float = hp(1.0, 'analyse the trained dense network magnitude-pruned once to this density; 1: dense', lo=0, hi=1, open=(True, False))
+
+    def validate(self):
+        super().validate()
+        steps = self.steps()
+        if not steps: raise ValueError('rewind_steps: give at least one rewind step')
+        for s in steps: Step.check(s)
+        bad = [s for s in self.split_list() if s not in SPLITS]
+        if not self.split_list() or bad: raise ValueError(f'splits: unknown split {bad[0] if bad else ""!r}; choose test, train or test,train')
+        if self.level and self.density < 1: raise ValueError('choose one of level and density')
+
+    def steps(self) -> list[str]: "The rewind steps as a list."; return [s.strip() for s in self.rewind_steps.split(',') if s.strip()]
+    def split_list(self) -> list[str]: "The splits as a list."; return [s.strip() for s in self.splits.split(',') if s.strip()]
+
+# %% ../nbs/11_lmc.ipynb #113c62e0
 def imp_level_mask(store:Store, # the store holding the IMP run
                    hp:TrainHparams, # the hyperparameters of its dense run
                    level:int, # the level (>= 1)
                    strategy:str='wr', # the IMP strategy
                    rewind_step:int=0, # the rewind step k (global step) of the IMP run whose mask is wanted
+                   data:tuple|None=None, # (train, test) the IMP run trained on; default what `hp` names
                   ) -> Mask:
-    "The mask that IMP rewinding to `rewind_step` found at `level`, for the dense run of `hp`, from a run `ticketlab.imp` stored."
-    dense = store.run('train', hp)
-    runs = store.runs('imp_level')
-    keys = [k for k, d in zip(runs.key, runs.done) if d and k.get('parent') == dense.name and k.get('level') == level
-            and k.get('strategy') == strategy]
-    at_k = [k for k in keys if k.get('rewind_step') == rewind_step]
-    if not at_k:
-        have = sorted({k.get('rewind_step') for k in keys})
+    "The mask that IMP rewinding to `rewind_step` found at `level` for the dense run of `hp`, from a run `ticketlab.imp` stored."
+    dense = spec_run(RunSpec(hp, data=data), store, data[0] if data else None)
+    found = store.find('imp_level', parent=dense, level=level, strategy=strategy, rewind_step=rewind_step)
+    if not found:
+        have = sorted({r.key['rewind_step'] for r in store.find('imp_level', parent=dense, level=level, strategy=strategy)})
         raise ValueError(f'no finished IMP level {level} ({strategy}) rewinding to step {rewind_step} of the dense run {dense.name} '
                          f'in {store.root} (stored rewind steps: {have or "none"}); the children at step k use the mask IMP '
                          f'rewinding to k found (LMC paper, Fig. 23): run `ticketlab imp` with --rewind-step {rewind_step}it and the same hyperparameters first')
-    return store.run('imp_level', hp, at_k[0]).mask()
-
-def _parse_cli(args):
-    "Everything `cmd_lmc` needs, validated before anything is written."
-    hp = TrainHparams.from_args(args)
-    steps = [Step.check(s.strip()) for s in args.steps.split(',') if s.strip()]
-    if not steps: raise ValueError('--steps: give at least one rewind step')
-    if args.children < 2: raise ValueError(f'--children must be >= 2 (a barrier needs a pair), got {args.children}')
-    if args.alphas < 3: raise ValueError(f'--alphas must be >= 3 (the two ends and a point between), got {args.alphas}')
-    splits = [s.strip() for s in args.splits.split(',') if s.strip()]
-    bad = [s for s in splits if s not in ('test', 'train')]
-    if not splits or bad: raise ValueError(f'--splits: unknown split {bad[0] if bad else ""!r}; choose test, train or test,train')
-    if args.bn not in BN_MODES: raise ValueError(f'--bn: unknown mode {args.bn!r}; choose one of {", ".join(BN_MODES)}')
-    if args.baseline not in BARRIER_BASELINES: raise ValueError(f'--baseline: unknown baseline {args.baseline!r}; choose one of {", ".join(BARRIER_BASELINES)}')
-    if not 0 < args.threshold < 1: raise ValueError(f'--threshold must be in (0, 1), got {args.threshold}')
-    if args.density is not None and not 0 < args.density <= 1: raise ValueError(f'--density must be in (0, 1], got {args.density}')
-    if args.level is not None and args.level < 1: raise ValueError(f'--level must be >= 1 (level 0 is the dense network: leave --level out), got {args.level}')
-    if args.level is not None and args.density is not None: raise ValueError('choose one of --level and --density')
-    if args.plot:
-        plot = Path(args.plot)
-        if plot.suffix.lower() not in ('.png', '.pdf', '.svg', '.jpg'): raise ValueError(f'--plot: {plot} must end in .png, .pdf, .svg or .jpg')
-        if not plot.parent.is_dir(): raise ValueError(f'--plot: folder {plot.parent} does not exist')
-    if args.device: torch.device(args.device)
-    data = load_data(hp)
-    ks = [_step(s, hp, data[0]) for s in steps]
-    store = Store(args.store) if args.store else Store()
-    masks = None
-    if args.level is not None: masks = {k: imp_level_mask(store, hp, args.level, args.imp_strategy, k) for k in ks}
-    return hp, ks, splits, data, store, masks
-
-def cmd_lmc(args:argparse.Namespace, prog='ticketlab lmc'):
-    "Run `ticketlab lmc` on parsed `args`."
-    try: hp, ks, splits, data, store, masks = _parse_cli(args)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e: cli_error(prog, e)
-    t0, progress = time.time(), not args.no_progress
-    parent = train_parent(hp, ks, store, data, device=args.device, progress=progress)
-    what, masks = 'dense', masks or {k: None for k in ks}
-    if args.level is not None:
-        what = f'IMP level {args.level} ({next(iter(masks.values())).density:.3g} of the weights, the mask of IMP rewinding to each k)'
-    if args.density is not None:
-        m = prune_to_density({n: w for n, w in final_weights(parent).items() if n in prunable_parameters(build_model(hp, data[0]))}, args.density)
-        masks, what = {k: m for k in ks}, f'one-shot magnitude pruning to {m.density:.3g} of the weights'
-    eval_data = {s: data[1] if s == 'test' else data[0] for s in splits}
-    curves = pd.concat([instability_analysis(parent, [k], args.children, eval_data, args.alphas, hp=hp, mask=masks[k], store=store,
-                                             data=data, bn=args.bn, device=args.device, progress=progress) for k in ks], ignore_index=True)
-    summ = instability_summary(barriers(curves, args.baseline), threshold=args.threshold)
-    print(f'\ninstability of {hp.model} on {hp.dataset}, {what}: {args.children} children per step, '
-          f'{args.alphas} interpolation points, {time.time() - t0:.1f} s')
-    print(summ.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
-    for s in splits:
-        on = lmc_onset(summ[summ.split == s])
-        print(f'onset of linear mode connectivity ({s}): ' + ('not stable at the last step' if np.isnan(on) else f'step {int(on)}'))
-    if args.plot:
-        import matplotlib; matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-        ax = plot_instability(summ, threshold=args.threshold, title=f'{hp.model} on {hp.dataset}, {what}')
-        with atomic_write(args.plot, 'wb') as f: ax.figure.savefig(f, format=Path(args.plot).suffix[1:].replace('jpg', 'jpeg'), dpi=120)
-        plt.close(ax.figure)
-        print(f'plot written to {args.plot}')
-    return summ
+    return found[0].mask()

@@ -15,8 +15,7 @@ from .masks import *
 from .train import *
 
 # %% auto #0
-__all__ = ['CorruptCheckpointError', 'save_checkpoint', 'load_checkpoint', 'Run', 'Store', 'load_data', 'build_model',
-           'train_run']
+__all__ = ['CorruptCheckpointError', 'save_checkpoint', 'load_checkpoint', 'Run', 'Store']
 
 # %% ../nbs/05_store.ipynb #cf8241b2
 _MAGIC = b'TLCKPT1\n'
@@ -38,6 +37,14 @@ def load_checkpoint(path, map_location='cpu') -> dict:
     return safe_torch_load(io.BytesIO(payload), map_location, name=path)   # tensors and plain containers only
 
 # %% ../nbs/05_store.ipynb #84b90fd1
+def _hparams_class(name:str) -> type:
+    "The `Hparams` subclass called `name` (any module's)."
+    todo, seen = [Hparams], {}
+    while todo:
+        c = todo.pop(); seen[c.__name__] = c; todo += c.__subclasses__()
+    if name not in seen: raise ValueError(f'unknown hyperparameter class {name!r}; known: {", ".join(sorted(seen))}')
+    return seen[name]
+
 def _key_hash(hparams:Hparams, key:dict|None) -> str:
     if not key: return hparams.hash
     blob = json.dumps({'hparams': hparams.nondefault(), 'key': key}, sort_keys=True, default=str)
@@ -49,8 +56,18 @@ class Run:
         self.path, self.kind, self.hparams, self.key = Path(path), kind, hparams, key or {}
 
     def __repr__(self): return f'Run({self.kind}/{self.path.name})'
+    def __eq__(self, o): return isinstance(o, Run) and o.path == self.path
+    def __hash__(self): return hash(self.path)
     @property
     def name(self) -> str: return self.path.name
+    @property
+    def ref(self) -> str: "How other runs' keys name this one: `'<kind>/<name>'`."; return f'{self.kind}/{self.name}'
+
+    @classmethod
+    def load(cls, path) -> Run:
+        "The run stored at `path`, its hyperparameters rebuilt from `hparams.json`."
+        rec = json.loads((Path(path)/'hparams.json').read_text())
+        return cls(path, rec['kind'], _hparams_class(rec['hparams_class']).from_dict(rec['hparams']), rec['key'])
 
     def begin(self, **resolved): # how the run's settings resolved on this machine, e.g. resolved_precision='bf16' (recorded, not hashed)
         "Create the folder and record what the run computes (idempotent)."
@@ -104,85 +121,15 @@ class Store:
                              done=(p.parent/'done.json').exists(), created=rec['created']))
         return pd.DataFrame(rows, columns=['kind', 'run', 'nondefault', 'key', 'done', 'created'])
 
-# %% ../nbs/05_store.ipynb #d6550aa9
-class _ResumeCB(Callback):
-    order = 30
-    def __init__(self, run:Run, every): self.run, self.every = run, every
-    def before_fit(self, t): self.n = t.steps(self.every)
-    def after_step(self, t):
-        if self.n and t.step % self.n == 0 and t.step < t.end:
-            save_checkpoint(dict(t.state(), history=t.history), self.run.path/'resume.pt')
-
-def _read_or_set_aside(p:Path) -> dict|None:
-    "The checkpoint at `p`, or None if absent or damaged (damaged files are reported and set aside; unsafe ones raise)."
-    if not p.exists(): return None
-    try: return load_checkpoint(p)
-    except CorruptCheckpointError as e:
-        warnings.warn(f'{e}; moved aside to {p.name}.corrupt and not used')
-        p.replace(p.with_name(p.name + '.corrupt'))
-
-def _latest_state(run:Run) -> dict|None:
-    "The newest readable state of an interrupted run: the resume checkpoint, or a kept checkpoint past it."
-    best = _read_or_set_aside(run.path/'resume.pt')
-    for s in reversed(run.checkpoint_steps()):          # newest first; the step is in the file name
-        if best is not None and s <= best['step']: break
-        st = _read_or_set_aside(run.checkpoint_path(s))
-        if st is not None: return st
-    return best
-
-# %% ../nbs/05_store.ipynb #389bee82
-def load_data(hp:TrainHparams) -> tuple[ImageData, ImageData]:
-    "The train and test sets `hp` names (from `hp.data_root` when given)."
-    return load_dataset(hp.dataset, root=hp.data_root)
-
-def build_model(hp:TrainHparams, data:ImageData) -> torch.nn.Module:
-    "`hp`'s architecture for `data`, initialised from `hp.init_seed`."
-    seed_all(hp.init_seed)
-    return get_model(hp.model, data.num_classes, data.shape, width=hp.width)
-
-def train_run(hp:TrainHparams, # what to compute
-              store:Store|None=None, # default: the store under TICKETLAB_HOME
-              checkpoints:Iterable=(), # global steps to keep (Step strings or ints); the end is always kept
-              *,
-              data:tuple|None=None, # (train, test) already loaded, to skip loading
-              init:dict|None=None, # starting weights (a state dict) instead of a fresh init
-              start=0, # the global step training starts at
-              mask:Mask|None=None, # keep these weights only
-              kind:str='train', # the store's folder for this kind of run
-              key:dict|None=None, # what the run branches from (part of its identity)
-              lr_fn:Callable|None=None, # override the schedule
-              eval_every='1ep', # test-set evaluation period
-              save_every='1ep', # resume-checkpoint period
-              progress:bool=True, # show a progress bar
-              device=None, callbacks:Iterable[Callback]=()) -> Run:
-    "Train `hp` (or reuse / resume the stored run) and return its `Run`."
-    store = store or Store()
-    run = store.run(kind, hp, key)
-    if run.done: return run
-    train, test = data or load_data(hp)           # fails on a bad data root before anything is written
-    model = build_model(hp, train)
-    if init is not None: model.load_state_dict(init)
-    cbs = [EvalCB({'test': test}, every=eval_every), _ResumeCB(run, save_every), *callbacks]
-    tr = Trainer(model, hp, train, mask=mask, device=device, lr_fn=lr_fn, callbacks=cbs)
-    keep = sorted({tr.steps(s) for s in checkpoints} | {tr.end_step})
-    tr.callbacks = sorted(tr.callbacks + [CheckpointCB(keep, run.save_checkpoint)]
-                          + ([ProgressCB(f'{kind} {run.name[:8]}')] if progress else []), key=lambda c: c.order)
-    run.begin(resolved_precision=tr.precision, device=str(tr.device))
-    if mask is not None: run.save_mask(mask)
-    state = _latest_state(run)
-    if state is not None:
-        began = run.record().get('resolved_precision')
-        if began not in (None, tr.precision):
-            warnings.warn(f'{run} began under {began} and resumes under {tr.precision} (precision={hp.precision!r} resolves '
-                          f'differently on {tr.device} here): the run mixes precisions; pass an explicit precision to avoid it')
-        tr.load_state(state); tr.history = list(state.get('history', []))
-        start = tr.step
-    tr.fit(start, tr.end_step)
-    hist = history_frame(tr.history)
-    run.save_metrics(hist)
-    last_test = hist[(hist.split == 'test') & (hist.step == tr.step)].iloc[-1]   # EvalCB evaluated it after the fit
-    final = {f'train_{k}': v for k, v in evaluate(tr.model, train, device=tr.device, precision=tr.precision).items()}
-    final.update(test_loss=float(last_test.loss), test_accuracy=float(last_test.accuracy))
-    run.mark_done(dict(final, step=tr.step, precision=tr.precision, device=str(tr.device), threads=tr.threads))
-    (run.path/'resume.pt').unlink(missing_ok=True)
-    return run
+    def find(self, kind:str, # the kind of run, e.g. 'imp_level'
+             done:bool|None=True, # finished runs only (None: any)
+             **match, # key items the runs must have; a `Run` value matches the run's `ref` ('<kind>/<name>')
+            ) -> list[Run]:
+        "The stored runs of `kind` whose key has every item of `match`, oldest first."
+        want = {k: v.ref if isinstance(v, Run) else v for k, v in match.items()}
+        out = []
+        for p in self.root.glob(f'{kind}/*/hparams.json'):
+            rec = json.loads(p.read_text())
+            if all(k in rec['key'] and rec['key'][k] == v for k, v in want.items()) and (done is None or (p.parent/'done.json').exists() == done):
+                out.append((rec['created'], p.stat().st_mtime_ns, p.parent))
+        return [Run.load(q) for *_, q in sorted(out)]
