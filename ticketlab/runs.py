@@ -136,6 +136,11 @@ def _train_one(spec:RunSpec, store:Store, device, progress:bool) -> Run:
     if run.done: return run
     model = (spec.model or build_model)(hp, train)
     if spec.init is not None: model.load_state_dict(spec.init)
+    with run.lock():                                        # another process training this run: wait for it
+        return run if run.done else _fit(spec, run, model, train, test, device, progress)
+
+def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData, device, progress:bool) -> Run:
+    hp = spec.hparams
     cbs = [EvalCB({'test': test}, every=spec.eval_every), _ResumeCB(run, spec.save_every), *spec.callbacks]
     tr = Trainer(model, hp, train, mask=spec.mask, device=device, lr_fn=spec.lr_fn, callbacks=cbs,
                  loss_fn=spec.loss_fn, params=spec.params(model) if spec.params else None)
@@ -199,8 +204,14 @@ def ensure_checkpoints(run:Run, # a finished run
     hp = run.hparams
     train = (data or load_data(hp))[0]
     p = plan(hp, train)
-    missing = sorted({p.it(s) for s in steps} - set(run.checkpoint_steps()))
-    if not missing: return run
+    wanted = {p.it(s) for s in steps}
+    if wanted <= set(run.checkpoint_steps()): return run
+    with run.lock():                                        # one replay at a time, whoever asks
+        missing = sorted(wanted - set(run.checkpoint_steps()))
+        if missing: _replay(run, missing, hp, train, init, start, model, device)
+    return run
+
+def _replay(run:Run, missing:list[int], hp:TrainHparams, train:ImageData, init, start:int, model, device):
     earlier = [h for h in run.checkpoint_steps() if h < missing[0]]
     if not earlier and init is None and (run.kind != 'train' or set(run.key) - {'data'}):
         raise FileNotFoundError(f'{run} has no checkpoint before step {missing[0]} to replay from (it has {run.checkpoint_steps()}); '
@@ -210,7 +221,6 @@ def ensure_checkpoints(run:Run, # a finished run
     tr = Trainer(net, hp, train, mask=run.mask(), device=device, callbacks=[CheckpointCB(missing, run.save_checkpoint)])
     if earlier: start = earlier[-1]; tr.load_state(run.load_checkpoint(start))
     tr.fit(start, missing[-1])
-    return run
 
 def dense_run(hp:TrainHparams, # what the dense network computes
               rewind_steps:Iterable=('0it',), # steps k to keep checkpoints at (Step strings or ints)

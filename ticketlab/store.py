@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_store.ipynb #8905194a
 from __future__ import annotations
-import hashlib, io, json, time, warnings
+import contextlib, hashlib, io, json, os, socket, time, warnings
 from pathlib import Path
 from typing import Callable, Iterable
 import pandas as pd, torch
@@ -44,6 +44,16 @@ def _hparams_class(name:str) -> type:
         c = todo.pop(); seen[c.__name__] = c; todo += c.__subclasses__()
     if name not in seen: raise ValueError(f'unknown hyperparameter class {name!r}; known: {", ".join(sorted(seen))}')
     return seen[name]
+
+def _stale(lock:Path) -> bool:
+    "Whether `lock` was left by a process of this machine that no longer runs (one of another machine is never stale)."
+    try: host, pid = lock.read_text().split()
+    except (FileNotFoundError, ValueError): return False      # gone, or being written
+    if host != socket.gethostname(): return False
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return True
+    except PermissionError: return False
+    return False
 
 def _key_hash(hparams:Hparams, key:dict|None) -> str:
     if not key: return hparams.hash
@@ -92,6 +102,23 @@ class Run:
     # masks
     def save_mask(self, mask:Mask): mask.save(self.path/'mask.pt')
     def mask(self) -> Mask|None: return Mask.load(self.path/'mask.pt') if (self.path/'mask.pt').exists() else None
+
+    # one trainer at a time
+    @contextlib.contextmanager
+    def lock(self, poll:float=2.0): # seconds between looks while another process holds it
+        "Hold the run's lock file for the block: another process training this run makes us wait until it lets go."
+        self.path.mkdir(parents=True, exist_ok=True)
+        p, me = self.path/'lock', f'{socket.gethostname()} {os.getpid()}'
+        while True:
+            try: fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if _stale(p): p.unlink(missing_ok=True)
+                else: time.sleep(poll)
+                continue
+            with os.fdopen(fd, 'w') as f: f.write(me)
+            break
+        try: yield self
+        finally: p.unlink(missing_ok=True)
 
     # metrics and completion
     def save_metrics(self, df:pd.DataFrame):
