@@ -26,6 +26,11 @@ def init_weights(model:nn.Module) -> nn.Module:
 
 def _w(c:int, width:float) -> int: return max(1, int(c * width))
 
+def _named(make, name:str, doc:str):
+    "`make` under the registry name `name`, documented by `doc`."
+    make.__doc__, make.__name__, make.__qualname__ = doc, name, name
+    return make
+
 # %% ../nbs/02_models.ipynb #751f1a17
 class LeNet(nn.Sequential):
     "A fully connected ReLU network on the flattened input (LeNet-300-100 by default)."
@@ -61,9 +66,7 @@ class ConvNet(nn.Sequential):
 def _conv(n):
     def make(num_classes=10, in_shape=(3, 32, 32), width=1.0):
         return ConvNet([_w(f, width) for f in (64, 128, 256, 512)[:n]], num_classes, in_shape, _w(256, width))
-    make.__doc__ = f"Conv-{2*n} of Ramanujan et al. 2020."
-    make.__name__ = make.__qualname__ = f'conv{2*n}'
-    return make
+    return _named(make, f'conv{2*n}', f"Conv-{2*n} of Ramanujan et al. 2020.")
 
 # %% ../nbs/02_models.ipynb #b2675f11
 class BasicBlock(nn.Module):
@@ -106,9 +109,7 @@ def _resnet(depth):
     def make(num_classes=10, in_shape=(3, 32, 32), width=1.0):
         d = (depth - 2) // 6
         return ResNet([(_w(16, width), d), (_w(32, width), d), (_w(64, width), d)], num_classes, in_shape[0])
-    make.__doc__ = f"ResNet-{depth} for CIFAR (He et al. 2016; open_lth `cifar_resnet_{depth}`)."
-    make.__name__ = make.__qualname__ = f'resnet{depth}'
-    return make
+    return _named(make, f'resnet{depth}', f"ResNet-{depth} for CIFAR (He et al. 2016; open_lth `cifar_resnet_{depth}`).")
 
 def resnet18(num_classes=10, in_shape=(3, 32, 32), width=1.0):
     "The CIFAR ResNet-18 of Kuang Liu's pytorch-cifar (3x3 stem, no max-pool)."
@@ -146,9 +147,7 @@ class VGG(nn.Module):
 def _vgg(n):
     def make(num_classes=10, in_shape=(3, 32, 32), width=1.0):
         return VGG([s if s == 'M' else _w(s, width) for s in VGG_PLANS[n]], num_classes, in_shape[0])
-    make.__doc__ = f"VGG-{n} for CIFAR (open_lth `cifar_vgg_{n}`)."
-    make.__name__ = make.__qualname__ = f'vgg{n}'
-    return make
+    return _named(make, f'vgg{n}', f"VGG-{n} for CIFAR (open_lth `cifar_vgg_{n}`).")
 
 # %% ../nbs/02_models.ipynb #dfbad377
 class PreActBlock(nn.Module):
