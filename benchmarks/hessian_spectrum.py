@@ -40,7 +40,8 @@ import numpy as np, torch, torch.nn.functional as F
 from scipy.linalg import eigh_tridiagonal
 
 from ticketlab.core import make_generator, seed_all
-from ticketlab.data import eval_batches, load_dataset
+from ticketlab.data import load_dataset
+from ticketlab.loader import eval_batches
 from ticketlab.models import get_model
 from ticketlab.hessian import HessianOperator, gaussian_density, rademacher, slq_quadrature, top_eigenvalues
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training throughput of ticketlab's engine against a conventional PyTorch pipeline, side by side in one run.
 
-engine:       ticketlab's in-memory uint8 CIFAR-10, `ticketlab.data.Loader` (batched pad-4 crop + flip on the
+engine:       ticketlab's in-memory uint8 CIFAR-10, `ticketlab.loader.Loader` (batched pad-4 crop + flip on the
               device), `ticketlab.train.Trainer` with precision 'auto' (bf16 autocast + channels_last where
               `ticketlab.core.precision_probe` measured it faster than fp32, else fp32).
 conventional: the same images as a torchvision-CIFAR10-style data set (a uint8 array in memory, one PIL image per

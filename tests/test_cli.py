@@ -1,35 +1,177 @@
-"The ticketlab command as a user runs it: in a subprocess."
+"The ticketlab command: bad input is one line, exit 2, nothing written; real tiny runs write their CSVs and PNGs into --out."
 import os, subprocess, sys
-import pytest
+import pandas as pd, pytest
+from ticketlab.cli import CLI_DEFAULTS, COMMANDS, main
 
-def ticketlab(*args, env=None):
-    return subprocess.run([sys.executable, '-m', 'ticketlab.cli', *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+def ticketlab(*args, cwd, env=None):
+    "`ticketlab *args` as a user runs it: in a subprocess, in folder `cwd`."
+    return subprocess.run([sys.executable, '-m', 'ticketlab.cli', *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}, timeout=900)
 
-def test_quick_start_defaults(tmp_path):
-    p = ticketlab('train', '--store', str(tmp_path), '--no-progress')
+def run_main(capsys, *argv):
+    "`ticketlab *argv` in this process: (exit status, stdout, stderr)."
+    try: code = main(list(argv))
+    except SystemExit as e: code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+# --- bad input: one line, exit 2, nothing written -----------------------------------------------------------------
+
+BAD = [
+    ('train', ['--model', 'resnet21'], 'resnet20'),
+    ('train', ['--dataset', 'imagenet'], 'cifar10'),
+    ('train', ['--training-steps', '2000'], "'<N>it'"),
+    ('train', ['--momentum', '1.0'], 'outside'),
+    ('train', ['--dataset', 'imagefolder', '--data-root', '/no/such/folder'], '/no/such/folder'),
+    ('train', ['--checkpoints', '0it,99ep'], 'after the end of training'),
+    ('imp', ['--strategy', 'rewind'], 'choose one of wr, lrr, ft'),
+    ('imp', ['--rewind-step', '99ep'], 'before the end of training'),
+    ('imp', ['--baselines', 'shuffle'], 'choose from reinit, random_pruning'),
+    ('imp', ['--replicates', '0'], '>= 1'),
+    ('imp', ['--fraction', '1.5'], 'outside'),
+    ('imp', ['--levels', 'many'], 'invalid int'),
+    ('imp', ['--model', 'resnet21'], 'resnet20'),
+    ('imp', ['--level', '2'], 'unrecognized arguments'),            # no abbreviation of --levels
+    ('lmc', ['--children', '1'], 'outside [2'),
+    ('lmc', ['--rewind-steps', '0it,99ep'], 'after the end of training'),
+    ('lmc', ['--rewind-steps', '12'], "'<N>it'"),
+    ('lmc', ['--splits', 'valid'], 'choose test, train'),
+    ('lmc', ['--bn', 'recompute'], 'interpolate, reestimate'),
+    ('lmc', ['--reference', 'mean'], 'chord, ends mean'),
+    ('lmc', ['--model', 'resnet21'], 'resnet20'),
+    ('lmc', ['--level', '3'], 'run `ticketlab imp`'),
+    ('lmc', ['--level', '2', '--density', '0.5'], 'one of level and density'),
+    ('lmc', ['--density', '1.5'], 'outside'),
+    ('lmc', ['--strategy', 'rewind'], 'choose one of wr, lrr, ft'),
+    ('lmc', ['--steps', '0it,1ep'], 'unrecognized arguments'),      # the old flags are gone
+    ('lmc', ['--baseline', 'mean'], 'unrecognized arguments'),
+    ('lmc', ['--plot', 'out.png'], 'unrecognized arguments'),
+    ('lmc', ['--imp-strategy', 'wr'], 'unrecognized arguments'),
+    ('lmc', ['--rewind-step', '1ep'], 'unrecognized arguments'),   # no abbreviation of --rewind-steps
+    ('replicate', ['nope'], 'choose one of early_phase'),
+    ('replicate', ['lmc', '--preset', 'huge'], 'choose one of smoke, cpu, paper'),
+    ('replicate', [], 'required: name'),
+] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc')] \
+  + [(c, ['--device', 'cuda:99'], 'not a device of this machine') for c in ('train', 'imp', 'lmc')]
+
+@pytest.mark.parametrize('command,args,expect', BAD, ids=[f'{c} {" ".join(a)}' for c, a, _ in BAD])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, command, args, expect):
+    monkeypatch.chdir(tmp_path)                                  # where the default --out would go
+    store = [] if command == 'replicate' else ['--store', str(tmp_path/'store')]
+    code, out, err = run_main(capsys, command, *args, *store)
+    assert code == 2
+    assert err.count('\n') == 1 and err.startswith(f'ticketlab {command}: error:') and expect in err, err
+    assert list(tmp_path.iterdir()) == []                        # no store, no ticketlab_out
+
+@pytest.mark.parametrize('command', list(COMMANDS))
+@pytest.mark.parametrize('where', ['a_file', 'a_file/out'])
+def test_out_must_be_a_folder(tmp_path, monkeypatch, capsys, command, where):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path/'a_file').write_text('')
+    code, _, err = run_main(capsys, command, *(['lmc'] if command == 'replicate' else []), '--out', str(tmp_path/where))
+    assert code == 2 and err.count('\n') == 1 and 'a_file exists and is not a folder' in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ['a_file']
+
+def test_bad_input_leaves_the_default_store_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path); monkeypatch.setenv('TICKETLAB_HOME', str(tmp_path/'home'))
+    for command, args in [('train', ['--momentum', '1.0']), ('imp', ['--rewind-step', '99ep']), ('lmc', ['--level', '3'])]:
+        code, _, err = run_main(capsys, command, *args)
+        assert code == 2 and err.count('\n') == 1, err
+    assert not (tmp_path/'home'/'runs').exists() and not (tmp_path/'ticketlab_out').exists()
+
+def test_unknown_command(capsys):
+    code, _, err = run_main(capsys, 'frobnicate')
+    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, replicate' in err
+
+# --- help ----------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('command', ['train', 'imp', 'lmc'])
+def test_help_lists_models_data_sets_and_common_flags(capsys, command):
+    code, out, _ = run_main(capsys, command, '--help')
+    assert code == 0
+    for s in ('lenet_300_100', 'resnet20', 'wrn_16_8', 'digits', 'cifar10', 'imagefolder', '--store', '--device', '--no-progress',
+              '--out DIR', f'./ticketlab_out/{command}'):
+        assert s in out, s
+
+def test_flags_of_each_command():
+    flags = {c: {o for a in COMMANDS[c][0]()._actions for o in a.option_strings} for c in COMMANDS}
+    common = {'--store', '--device', '--no-progress', '--out'}
+    for c in ('train', 'imp', 'lmc'): assert common <= flags[c] and '--training-steps' in flags[c], c
+    assert '--checkpoints' in flags['train']
+    assert {'--strategy', '--rewind-step', '--levels', '--fraction', '--replicates', '--baselines'} <= flags['imp']
+    assert {'--rewind-steps', '--children', '--alphas', '--splits', '--bn', '--reference', '--threshold', '--level', '--strategy',
+            '--density'} <= flags['lmc']
+    assert {'--preset', '--log-output', '--out'} <= flags['replicate'] and not {'--store', '--device'} & flags['replicate']
+    assert CLI_DEFAULTS['imp'] == dict(fraction=0.5, levels=8)
+
+def test_top_level_help_as_a_user_runs_it(tmp_path):
+    p = ticketlab('--help', cwd=tmp_path)
+    assert p.returncode == 0 and all(c in p.stdout for c in COMMANDS) and 'lenet_300_100' in p.stdout
+    p = ticketlab('lmc', '--help', cwd=tmp_path)
+    assert p.returncode == 0 and '--rewind-steps' in p.stdout and '2%' in p.stdout
+    assert list(tmp_path.iterdir()) == []
+
+# --- real tiny runs on the digits ----------------------------------------------------------------------------------
+
+def test_train_defaults_into_the_default_out(tmp_path):
+    "The quick start: every default, and --out defaults to ./ticketlab_out/train."
+    p = ticketlab('train', '--store', str(tmp_path/'store'), '--no-progress', cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     test_acc = float(next(l for l in p.stdout.splitlines() if l.startswith('test')).split()[1])
     assert test_acc >= 0.95
-    assert f'stored in {tmp_path}' in p.stdout
+    assert f'stored in {tmp_path/"store"}' in p.stdout
+    out = tmp_path/'ticketlab_out'/'train'
+    m = pd.read_csv(out/'train.csv')
+    assert list(m.columns) == ['step', 'epoch', 'split', 'loss', 'accuracy'] and m.epoch.max() == 30
+    assert (out/'train.png').stat().st_size > 1000
 
-@pytest.mark.parametrize('args,expect', [
-    (['train', '--model', 'resnet21'], 'resnet20'),
-    (['train', '--dataset', 'imagenet'], 'cifar10'),
-    (['train', '--training-steps', '2000'], "'<N>it'"),
-    (['train', '--momentum', '1.0'], 'outside'),
-    (['train', '--dataset', 'imagefolder', '--data-root', '/no/such/folder'], '/no/such/folder'),
-    (['frobnicate'], 'choose one of'),
-])
-def test_bad_input_one_line_exit_2_nothing_written(tmp_path, args, expect):
-    p = ticketlab(*args, '--store', str(tmp_path/'store'))
-    assert p.returncode == 2
-    assert p.stderr.count('\n') == 1 and expect in p.stderr, p.stderr
-    assert not (tmp_path/'store').exists()
+def test_imp_writes_csv_and_png(tmp_path):
+    p = ticketlab('imp', '--training-steps', '2ep', '--levels', '2', '--precision', 'fp32', '--replicates', '1', '--no-progress',
+                  '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert 'most extreme matching density' in p.stdout and 'IMP-WR (k=0it)' in p.stdout and 'IMP reaches' in p.stdout
+    df = pd.read_csv(tmp_path/'out'/'imp.csv')
+    assert len(df) == 3 + 2 * 2                                   # dense, 2 levels; 2 levels of each baseline
+    assert (tmp_path/'out'/'imp.png').stat().st_size > 1000
+    assert not (tmp_path/'ticketlab_out').exists()
 
-def test_help_lists_models_and_data_sets():
-    p = ticketlab('train', '--help')
-    assert p.returncode == 0
-    for name in ('lenet_300_100', 'resnet20', 'wrn_16_8', 'digits', 'cifar10', 'imagefolder'): assert name in p.stdout
-    top = ticketlab('--help')
-    assert top.returncode == 0 and 'train' in top.stdout
+def test_lmc_writes_csvs_and_png(tmp_path):
+    p = ticketlab('lmc', '--training-steps', '2ep', '--rewind-steps', '0it,1ep', '--precision', 'fp32', '--no-progress',
+                  '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert 'onset of linear mode connectivity (test)' in p.stdout and 'onset of linear mode connectivity (train)' in p.stdout
+    s = pd.read_csv(tmp_path/'out'/'lmc.csv')
+    assert s.step.tolist() == [0, 0, 22, 22] and s.split.tolist() == ['test', 'train'] * 2
+    c = pd.read_csv(tmp_path/'out'/'lmc_curves.csv')
+    assert len(c) == 2 * 1 * 2 * 11 and {'step', 'pair', 'split', 'alpha', 'error'} <= set(c.columns)
+    assert (tmp_path/'out'/'lmc.png').stat().st_size > 1000
+    rows = [l.split() for l in p.stdout.splitlines() if l.split()[:1] in (['0'], ['22'])]
+    assert len(rows) == 4                                         # the printed table: two steps x two splits
+
+def test_lmc_level_uses_the_mask_of_imp_rewinding_to_each_k(tmp_path):
+    "LMC Fig. 23: the children at step k start from m_k ⊙ W_k, m_k the mask IMP rewinding to k found; refused when not stored."
+    from ticketlab.imp import imp, ImpHparams
+    from ticketlab.masks import Mask
+    from ticketlab.store import Store
+    from ticketlab.train import TrainHparams
+    hp = TrainHparams(training_steps='3ep', precision='fp32')
+    by_k = {k: imp(hp, ImpHparams(fraction=0.5, levels=2, rewind_step=k), Store(tmp_path/'store'), progress=False) for k in ('0it', '1ep')}
+    assert by_k['0it'][2]['mask'] != by_k['1ep'][2]['mask']
+    common = ['--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '3ep', '--precision', 'fp32', '--level', '2',
+              '--splits', 'test']
+    p = ticketlab('lmc', *common, '--rewind-steps', '0it,1ep', '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert f"IMP level 2 ({by_k['0it'][2]['mask'].density:.3g} of the weights" in p.stdout
+    child_masks = {Mask.load(f).hash for f in (tmp_path/'store'/'branch').glob('*/mask.pt')}
+    assert child_masks == {by_k['0it'][2]['mask'].hash, by_k['1ep'][2]['mask'].hash}
+    p = ticketlab('lmc', *common, '--rewind-steps', '0it,5it', '--out', str(tmp_path/'out2'), cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'rewinding to step 5' in p.stderr and 'stored rewind steps: [0, 22]' in p.stderr
+    assert not (tmp_path/'out2').exists()
+
+def test_lmc_density_prunes_the_dense_solution_once(tmp_path):
+    p = ticketlab('lmc', '--training-steps', '2ep', '--rewind-steps', '1ep', '--density', '0.2', '--splits', 'test', '--precision', 'fp32',
+                  '--no-progress', '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert 'one-shot magnitude pruning to 0.2 of the weights' in p.stdout
+    assert len(pd.read_csv(tmp_path/'out'/'lmc.csv')) == 1

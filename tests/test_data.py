@@ -1,4 +1,4 @@
-"Loader formats, batcher invariants and transforms of ticketlab.data (no network)."
+"Loader formats, batcher invariants and transforms of ticketlab.data and ticketlab.loader (no network)."
 import copy, dataclasses, hashlib, json, os, pickle, struct, tarfile
 from pathlib import Path
 import numpy as np, pytest, torch, torch.nn.functional as F
@@ -7,9 +7,9 @@ from PIL import Image
 from hypothesis import given, settings, strategies as st
 
 import ticketlab.data as D
-from ticketlab.data import (ImageData, Loader, load_dataset, dataset_names, find_cifar10_jpeg, channel_stats, eval_batches,
-                            class_balanced_subset, corrupt_labels, random_labels, blur, rotation_task, rotate_batch,
-                            augment_crop_flip, STATS)
+from ticketlab.data import (ImageData, load_dataset, dataset_names, find_cifar10_jpeg, channel_stats,
+                            class_balanced_subset, corrupt_labels, random_labels, blur, rotation_task, STATS)
+from ticketlab.loader import Loader, eval_batches, rotate_batch, augment_crop_flip, _normaliser
 
 SESSION_HOME = os.environ['TICKETLAB_HOME']    # the test session's scratch home (tests/conftest.py), never the user's
 
@@ -282,7 +282,7 @@ def test_loader_augmentation_is_a_valid_crop_flip(syn):
     plain, aug = Loader(syn, 20, seed=1, device='cpu'), Loader(syn, 20, seed=1, augment=True, device='cpu')
     x = syn.x[plain.indices(3)]
     # undo the normalisation to recover uint8 pixels of the augmented batch
-    scale, shift = D._normaliser(syn, 'cpu')
+    scale, shift = _normaliser(syn, 'cpu')
     xa = ((aug.batch(3)[0] + shift)/scale).round().to(torch.uint8)
     seen = set()
     for b in range(len(x)):

@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from torch import nn
 from ticketlab.core import seed_all
-from ticketlab.data import load_dataset, class_balanced_subset, corrupt_labels, eval_batches
+from ticketlab.data import load_dataset, class_balanced_subset, corrupt_labels
+from ticketlab.loader import eval_batches
 from ticketlab.models import get_model
 from ticketlab.train import TrainHparams, Trainer
 from ticketlab.el2n import (ensemble_hparams, error_l2_norms, el2n_scores, grad_norms, grand_scores, _grand_loop,

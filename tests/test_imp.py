@@ -1,5 +1,4 @@
-"IMP invariants: densities, nested masks, exact zeros in every checkpoint, rewinding, baselines, identity, determinism, CLI."
-import os, subprocess, sys
+"IMP invariants: densities, nested masks, exact zeros in every checkpoint, rewinding, baselines, identity, determinism (the `ticketlab imp` command: test_cli.py)."
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from ticketlab.core import Step
@@ -219,24 +218,3 @@ def test_matching_and_most_extreme():
     assert s.matching.tolist() == [True, True, False, True]
     ext = most_extreme_matching(df)
     assert ext.level.item() == 3 and ext.density.item() == pytest.approx(0.512)
-
-def _cli(args, cwd, home):
-    code = 'import sys; from ticketlab.imp import imp_parser, cmd_imp; p = imp_parser(); cmd_imp(p.parse_args(sys.argv[1:]), p.prog)'
-    env = dict(os.environ, TICKETLAB_HOME=str(home), OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, '-c', code, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-@pytest.mark.parametrize('bad', [['--strategy', 'rewind'], ['--rewind-step', '99ep'], ['--baselines', 'shuffle'],
-                                 ['--replicates', '0'], ['--fraction', '1.5'], ['--levels', 'many'], ['--model', 'resnet21']])
-def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, bad):
-    r = _cli(bad, tmp_path, tmp_path/'home')
-    assert r.returncode == 2, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith('ticketlab imp: error:')
-    assert not (tmp_path/'ticketlab_out').exists() and not (tmp_path/'home'/'runs').exists()
-
-def test_cli_quick_run_writes_table_csv_and_plot(tmp_path):
-    r = _cli(['--training-steps', '1ep', '--levels', '1', '--replicates', '1', '--precision', 'fp32', '--no-progress'], tmp_path, tmp_path/'home')
-    assert r.returncode == 0, r.stderr
-    out = tmp_path/'ticketlab_out'/'imp'
-    assert (out/'imp.csv').exists() and (out/'imp.png').exists()
-    assert 'most extreme matching density' in r.stdout and 'IMP-WR (k=0it)' in r.stdout
-    assert len(pd.read_csv(out/'imp.csv')) == 2 + 1 + 1

@@ -1,5 +1,4 @@
-"Invariants of ticketlab.lmc's barriers and interpolation, and the `ticketlab lmc` command run as a user runs it."
-import os, subprocess, sys
+"Invariants of ticketlab.lmc's barriers and interpolation; the `ticketlab lmc` command is tested in test_cli.py."
 import numpy as np, pytest, torch
 from hypothesis import given, settings, strategies as st
 from torch import nn
@@ -8,12 +7,12 @@ from ticketlab.data import load_dataset
 from ticketlab.masks import Mask, prune_to_density
 from ticketlab.models import get_model
 from ticketlab.store import Store
-from ticketlab.runs import train_run, load_data
+from ticketlab.runs import train_run, load_data, branch
 from ticketlab.train import TrainHparams, Trainer
 from ticketlab.evaluate import evaluate_states
 from ticketlab.weights import lerp_state, combine_states, weight_distances
 from ticketlab.lmc import (alpha_grid, barrier, barriers, midpoint_barrier, interpolation_curve, per_example_barriers,
-                           spawn_children, final_weights, instability, instability_summary, lmc_scores, barrier_matrix,
+                           final_weights, instability, instability_summary, lmc_scores, barrier_matrix,
                            plane_slice, nearest_in_triangle)
 import pandas as pd
 
@@ -124,47 +123,12 @@ def test_masked_children_keep_the_mask(tmp_path, digits):
     hp = TrainHparams(training_steps='2ep', batch_size=128, precision='fp32')
     parent = train_run(hp, Store(tmp_path), ['1ep'], data=digits, progress=False)
     m = prune_to_density({k: v for k, v in final_weights(parent).items() if k.endswith('weight')}, 0.3)
-    kids = spawn_children(parent, '1ep', n=2, mask=m, store=Store(tmp_path), data=digits, progress=False)
+    kids = branch(parent, "1ep", 2, Store(tmp_path), mask=m, data=digits, progress=False)
     for k in kids:
         w = final_weights(k)
         for n in m: assert (w[n][~m[n]] == 0).all()
     c = instability(kids, get_model('lenet_300_100', 10, digits[0].shape), digits[1], alphas=5, device='cpu')
     assert len(c) == 5 and c.pair.unique().tolist() == ['0-1']
-
-# --- the command ------------------------------------------------------------------------------------------------
-
-CLI = 'import sys; from ticketlab.lmc import lmc_parser, cmd_lmc; p = lmc_parser(); cmd_lmc(p.parse_args(sys.argv[1:]))'
-
-def lmc(*args, cwd=None):
-    return subprocess.run([sys.executable, '-c', CLI, *args], capture_output=True, text=True, timeout=900, cwd=cwd,
-                          env={**os.environ, 'OMP_NUM_THREADS': '1'})
-
-def test_cli_quick_analysis(tmp_path):
-    plot = tmp_path/'inst.png'
-    p = lmc('--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '4ep', '--steps', '0it,1ep',
-            '--plot', str(plot))
-    assert p.returncode == 0, p.stderr
-    assert 'instability' in p.stdout and 'onset of linear mode connectivity (test)' in p.stdout
-    assert plot.stat().st_size > 1000
-    lines = [l.split() for l in p.stdout.splitlines() if l.split()[:1] in (['0'], ['22'])]
-    assert len(lines) == 4                                       # two steps x two splits
-
-def test_cli_sparse_level_uses_the_mask_of_imp_rewinding_to_each_k(tmp_path):
-    "LMC Fig. 23: the children at step k start from m_k ⊙ W_k, m_k the mask IMP rewinding to k found; refused when not stored."
-    from ticketlab.imp import imp, ImpHparams
-    hp = TrainHparams(training_steps='3ep')
-    by_k = {k: imp(hp, ImpHparams(fraction=0.5, levels=2, rewind_step=k), Store(tmp_path/'store')) for k in ('0it', '1ep')}
-    assert by_k['0it'][2]['mask'] != by_k['1ep'][2]['mask']
-    p = lmc('--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '3ep', '--steps', '0it,1ep',
-            '--level', '2', '--splits', 'test', '--plot', '')
-    assert p.returncode == 0, p.stderr
-    assert f"IMP level 2 ({by_k['0it'][2]['mask'].density:.3g} of the weights" in p.stdout
-    from ticketlab.masks import Mask
-    child_masks = {Mask.load(f).hash for f in (tmp_path/'store'/'lmc_child').glob('*/mask.pt')}
-    assert child_masks == {by_k['0it'][2]['mask'].hash, by_k['1ep'][2]['mask'].hash}
-    p = lmc('--store', str(tmp_path/'store'), '--no-progress', '--training-steps', '3ep', '--steps', '0it,5it',
-            '--level', '2', '--splits', 'test', '--plot', '')
-    assert p.returncode == 2 and 'rewinding to step 5' in p.stderr and 'stored rewind steps: [0, 22]' in p.stderr
 
 def test_instability_summary_threshold_and_stability():
     b = pd.DataFrame(dict(step=[0, 0, 5, 5], split='test', pair=['0-1', '0-2'] * 2, error_barrier=[0.05, 0.03, 0.019, 0.021]))
@@ -224,21 +188,3 @@ def test_plane_slice_extrapolates_only_prunable_weights(small_resnet):
             assert torch.allclose(v, want, atol=1e-5), (k, c)
     outside = [(1 - a - b, a, b) for a, b in zip(sl.a, sl.b) if min(1 - a - b, a, b) < -1e-9]
     assert outside                                                    # the margin does reach outside the triangle
-
-@pytest.mark.parametrize('args,expect', [
-    (['--children', '1'], '>= 2'),
-    (['--steps', '0it,99ep'], 'after the end of training'),
-    (['--steps', '12'], "'<N>it'"),
-    (['--splits', 'valid'], 'choose test, train'),
-    (['--bn', 'recompute'], 'interpolate, reestimate'),
-    (['--model', 'resnet21'], 'resnet20'),
-    (['--level', '3'], 'run `ticketlab imp`'),
-    (['--level', '3', '--imp-rewind-step', '0it'], 'unrecognized arguments'),
-    (['--density', '1.5'], '(0, 1]'),
-    (['--plot', 'out.gif'], '.png'),
-])
-def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, args, expect):
-    p = lmc('--store', str(tmp_path/'store'), *args, cwd=tmp_path)
-    assert p.returncode == 2, p.stderr
-    assert p.stderr.count('\n') == 1 and expect in p.stderr, p.stderr
-    assert list(tmp_path.iterdir()) == []                        # no store, no plot

@@ -37,7 +37,7 @@ def test_run_paper_refuses_bad_input(tmp_path):
 
 @pytest.mark.parametrize('args', [['nope'], ['lmc', '--preset', 'huge'], []])
 def test_replicate_cli_bad_input(tmp_path, args):
-    code = 'import sys; from ticketlab.papers import replicate_parser, cmd_replicate; p = replicate_parser(); cmd_replicate(p.parse_args(sys.argv[1:]), p.prog)'
+    code = 'import sys; from ticketlab.cli import replicate_parser, cmd_replicate; p = replicate_parser(); cmd_replicate(p.parse_args(sys.argv[1:]), p.prog)'
     r = subprocess.run([sys.executable, '-c', code, *args, '--out', str(tmp_path/'out')], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and 'ticketlab replicate: error:' in r.stderr, r.stderr
     assert not (tmp_path/'out').exists()
@@ -59,7 +59,7 @@ def test_ticketlab_papers_overrides_and_an_empty_folder_says_where_it_looked(tmp
     assert not (tmp_path/'out').exists()
 
 def test_replicate_without_papermill_says_what_to_install(tmp_path):
-    code = ('import sys; sys.modules["papermill"] = None; from ticketlab.papers import replicate_parser, cmd_replicate; '
+    code = ('import sys; sys.modules["papermill"] = None; from ticketlab.cli import replicate_parser, cmd_replicate; '
             'p = replicate_parser(); cmd_replicate(p.parse_args(sys.argv[1:]), p.prog)')
     r = subprocess.run([sys.executable, '-c', code, 'lmc', '--out', str(tmp_path/'out')], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -327,7 +327,7 @@ class Hparams:
         g = parser.add_argument_group(group or cls.__name__)
         for f in fields(cls):
             md, flag = f.metadata, '--' + f.name.replace('_', '-')
-            help = (md.get('help') or '') + f' (default: {f.default})'
+            help = ((md.get('help') or '') + f' (default: {f.default})').replace('%', '%%')   # argparse %-formats help
             if isinstance(f.default, bool):
                 g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help)
             else:

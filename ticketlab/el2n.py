@@ -11,7 +11,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 from fastcore.basics import patch
 from .core import ticketlab_home, atomic_write, make_generator, default_device, autocast, memory_format
-from .data import ImageData, eval_batches
+from .data import ImageData
+from .loader import eval_batches
 from .train import TrainHparams
 
 # %% auto #0

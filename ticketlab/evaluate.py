@@ -11,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from .core import *
 from .data import *
+from .loader import *
 from .models import *
 from .train import *
 

@@ -12,7 +12,8 @@ from fastcore.basics import patch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 from .core import make_generator
-from .data import ImageData, eval_batches
+from .data import ImageData
+from .loader import eval_batches
 from .models import prunable_parameters
 from .masks import Mask
 

@@ -11,7 +11,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['PRESETS', 'installed_papers_dir', 'papers_dir', 'paper_names', 'parameters_cell', 'hardware', 'run_header',
-           'preset_frame', 'default_out_dir', 'run_paper', 'replicate_parser', 'cmd_replicate']
+           'preset_frame', 'default_out_dir', 'run_paper']
 
 # %% ../nbs/19_papers.ipynb #ef954928
 PRESETS = ('smoke', 'cpu', 'paper')
@@ -107,25 +107,3 @@ def run_paper(name:str, # a name from `paper_names()`
     pm.execute_notebook(str(src), str(output_notebook), parameters=dict(preset=preset, out_dir=str(out_dir), **(parameters or {})),
                         kernel_name=kernel_name, cwd=str(cwd), log_output=log_output, progress_bar=progress_bar)
     return output_notebook
-
-# %% ../nbs/19_papers.ipynb #926e4dfb
-def replicate_parser(p=None) -> argparse.ArgumentParser:
-    "The parser of `ticketlab replicate`."
-    p = p or CLIParser(prog='ticketlab replicate')
-    p.description = 'Run a paper-replication notebook (papers/NAME.ipynb, shipped with the package) with a preset, through papermill.'
-    names = paper_names()
-    p.epilog = f"papers: {', '.join(names) or '(none found)'}\npresets: smoke (seconds), cpu (minutes to an hour on 2 CPU cores), paper (published settings, a GPU)"
-    p.add_argument('name', help='the paper: ' + (', '.join(names) or '(none found)'))
-    p.add_argument('--preset', default='smoke', help='smoke, cpu or paper (default: smoke)')
-    p.add_argument('--out', default=None, help='folder for the executed notebook, figures and CSVs (default: ./ticketlab_out/papers/NAME-PRESET)')
-    p.add_argument('--log-output', action='store_true', help="stream the notebook's output while it runs")
-    return p
-
-def cmd_replicate(args:argparse.Namespace, prog='ticketlab replicate'):
-    "Run `ticketlab replicate` on parsed `args`."
-    try: _check(args.name, args.preset); _require_runner()
-    except (ValueError, ModuleNotFoundError) as e: cli_error(prog, e)
-    t0 = time.time()
-    nb = run_paper(args.name, args.preset, out_dir=args.out, log_output=args.log_output)
-    print(f'{args.name} ({args.preset}) ran in {time.time() - t0:.0f} s: {nb}; figures and CSVs in {nb.parent}')
-    return nb
