@@ -30,7 +30,8 @@ from ticketlab.core import resolve_precision, seed_all
 from ticketlab.data import load_dataset
 from ticketlab.models import get_model, model_names
 from ticketlab.weights import lerp_state
-from ticketlab.lmc import alpha_grid, evaluate_states
+from ticketlab.evaluate import evaluate_states
+from ticketlab.lmc import alpha_grid
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import abba, add_device_args, cifar10_or_skip, load_average, machine, pick_device, sync  # noqa: E402
 from train_throughput import PILImages   # noqa: E402  the conventional per-sample PIL dataset, shared by both benchmarks

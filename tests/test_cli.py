@@ -141,9 +141,9 @@ def test_lmc_writes_csvs_and_png(tmp_path):
     assert p.returncode == 0, p.stderr
     assert 'onset of linear mode connectivity (test)' in p.stdout and 'onset of linear mode connectivity (train)' in p.stdout
     s = pd.read_csv(tmp_path/'out'/'lmc.csv')
-    assert s.step.tolist() == [0, 0, 22, 22] and s.split.tolist() == ['test', 'train'] * 2
+    assert s.rewind_step.tolist() == [0, 0, 22, 22] and s.split.tolist() == ['test', 'train'] * 2
     c = pd.read_csv(tmp_path/'out'/'lmc_curves.csv')
-    assert len(c) == 2 * 1 * 2 * 11 and {'step', 'pair', 'split', 'alpha', 'error'} <= set(c.columns)
+    assert len(c) == 2 * 1 * 2 * 11 and {'rewind_step', 'pair', 'split', 'alpha', 'error'} <= set(c.columns)
     assert (tmp_path/'out'/'lmc.png').stat().st_size > 1000
     rows = [l.split() for l in p.stdout.splitlines() if l.split()[:1] in (['0'], ['22'])]
     assert len(rows) == 4                                         # the printed table: two steps x two splits

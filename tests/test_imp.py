@@ -211,7 +211,7 @@ def test_bad_input():
 
 def test_matching_and_most_extreme():
     assert matching([0.90], [0.91, 0.93]) is False and matching([0.906], [0.91, 0.93]) is True
-    df = pd.DataFrame(dict(replicate=[0, 1] * 4, strategy=['wr'] * 8, rewind_step='0it', level=[0, 0, 1, 1, 2, 2, 3, 3],
+    df = pd.DataFrame(dict(replicate=[0, 1] * 4, strategy=['wr'] * 8, rewind_step=0, level=[0, 0, 1, 1, 2, 2, 3, 3],
                            density=[1, 1, .8, .8, .64, .64, .512, .512], test_accuracy=[.9, .92, .91, .92, .85, .86, .905, .90],
                            run=list('abcdefgh')))
     s = imp_summary(df)

@@ -53,12 +53,12 @@ def small_resnet():
 curves = st.lists(st.floats(0, 1, allow_nan=False), min_size=3, max_size=21)
 
 @FAST
-@given(curves, st.sampled_from(['linear', 'mean']))
-def test_barrier_nonnegative_and_symmetric(v, baseline):
+@given(curves, st.sampled_from(['chord', 'ends mean']))
+def test_barrier_nonnegative_and_symmetric(v, reference):
     a = np.linspace(0, 1, len(v))
-    b = barrier(a, v, baseline)
+    b = barrier(a, v, reference)
     assert b >= 0                                                  # the ends are on the grid
-    assert barrier(1 - a, v, baseline) == pytest.approx(b, abs=1e-12)   # the same path walked the other way
+    assert barrier(1 - a, v, reference) == pytest.approx(b, abs=1e-12)   # the same path walked the other way
 
 @FAST
 @given(curves, st.floats(-1, 1), st.floats(-1, 1))
@@ -131,7 +131,7 @@ def test_masked_children_keep_the_mask(tmp_path, digits):
     assert len(c) == 5 and c.pair.unique().tolist() == ['0-1']
 
 def test_instability_summary_threshold_and_stability():
-    b = pd.DataFrame(dict(step=[0, 0, 5, 5], split='test', pair=['0-1', '0-2'] * 2, error_barrier=[0.05, 0.03, 0.019, 0.021]))
+    b = pd.DataFrame(dict(rewind_step=[0, 0, 5, 5], split='test', pair=['0-1', '0-2'] * 2, error_barrier=[0.05, 0.03, 0.019, 0.021]))
     s = instability_summary(b)
     assert s.instability.tolist() == pytest.approx([0.04, 0.02]) and s.pairs.tolist() == [2, 2]
     assert s.stable.tolist() == [False, False]                          # 0.02 is not below the 2 % threshold

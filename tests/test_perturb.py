@@ -200,7 +200,7 @@ def test_effective_perturbation_by_hand():
 
 def test_pearson_over_perturbation_means():
     rows = []
-    for k, sign in (('500it', -1), ('2000it', 1)):
+    for k, sign in ((500, -1), (2000, 1)):
         for i, (std, acc) in enumerate([(0.01, 0.9), (0.05, 0.7), (0.1, 0.75), (0.2, 0.3)]):
             for r, jitter in enumerate((-0.02, 0.02)):   # replicates average out exactly
                 rows.append(dict(rewind_step=k, label=f'p{i}', family='noise', replicate=r, effective_std=std + jitter / 10,
@@ -210,9 +210,9 @@ def test_pearson_over_perturbation_means():
     assert len(pts) == 8 and (pts.n_replicates == 2).all() and 'family' in pts
     out = effective_std_correlation(df, by=('rewind_step',))
     r, p = stats.pearsonr([0.01, 0.05, 0.1, 0.2], [0.9, 0.7, 0.75, 0.3])
-    assert out.rewind_step.tolist() == ['500it', '2000it'] and out.n.tolist() == [4, 4]
+    assert out.rewind_step.tolist() == [500, 2000] and out.n.tolist() == [4, 4]
     assert out.r.tolist() == pytest.approx([r, -r]) and out.p.tolist() == pytest.approx([p, p])
     with pytest.raises(ValueError, match='missing column'): effective_std_correlation(df.drop(columns='accuracy'))
-    ax = plot_effective_std(df[df.rewind_step == '500it'])
+    ax = plot_effective_std(df[df.rewind_step == 500])
     assert ax.get_title() == f'r = {r:.3f}, p = {p:.3g} (n = 4)'
     import matplotlib.pyplot as plt; plt.close('all')

@@ -228,7 +228,7 @@ def lmc_parser(p=None) -> argparse.ArgumentParser:
     p = command_parser('lmc', 'Instability analysis: children of step-k checkpoints, error barriers between them (Frankle et al. 2020).',
                        [(TrainHparams, "the dense parent's hyperparameters (part of the runs' identity unless noted)"),
                         (LmcHparams, 'instability analysis')], p)
-    return add_common(p, 'lmc', 'lmc.csv (instability per step and split), lmc_curves.csv (the interpolation curves) and lmc.png')
+    return add_common(p, 'lmc', 'lmc.csv (instability per rewind step and split), lmc_curves.csv (the interpolation curves) and lmc.png')
 
 def _check_lmc(args):
     hp, lhp = TrainHparams.from_args(args), LmcHparams.from_args(args)
@@ -241,7 +241,7 @@ def _check_lmc(args):
 
 def _onset_line(summ:pd.DataFrame, split:str) -> str:
     on = lmc_onset(summ[summ.split == split])
-    return f'onset of linear mode connectivity ({split}): ' + ('not stable at the last step' if np.isnan(on) else f'step {int(on)}')
+    return f'onset of linear mode connectivity ({split}): ' + ('not stable at the last step' if np.isnan(on) else f'rewind step {int(on)}it')
 
 def cmd_lmc(args:argparse.Namespace, prog='ticketlab lmc'):
     "Run `ticketlab lmc` on parsed `args`: the instability summary."

@@ -268,7 +268,7 @@ IMP_COLUMNS = ['replicate', 'strategy', 'rewind_step', 'level', 'fraction', 'den
                'test_accuracy', 'test_loss', 'run', 'mask']
 
 
-def _row(rec:dict, replicate:int, strategy:str, rewind_step:str) -> dict:
+def _row(rec:dict, replicate:int, strategy:str, rewind_step:int) -> dict:
     s = rec['run'].summary()
     return dict(replicate=replicate, strategy=strategy, rewind_step=rewind_step, level=rec['level'], fraction=rec['fraction'],
                 density=rec['density'], **{f'{sp}_{m}': s[f'{sp}_{m}'] for sp in ('train', 'test') for m in ('accuracy', 'loss')},
@@ -290,13 +290,14 @@ def imp_experiment(hp:TrainHparams, # training hyperparameters (replicate 0)
     data = data or load_data(hp)
     check_imp(hp, ihp, data[0])
     store, rows, kw = store or Store(), [], dict(data=data, eval_every=eval_every, device=device, progress=progress)
+    k = plan(hp, data[0]).it(ihp.rewind_step, 'rewind_step')     # the rewind_step column: iterations, in every table
     for r in range(replicates):
         hp_r = replicate(hp, r)
         recs = imp(hp_r, ihp, store, **kw)
-        rows += [_row(rec, r, ihp.strategy, ihp.rewind_step) for rec in recs]
+        rows += [_row(rec, r, ihp.strategy, k) for rec in recs]
         for b in baselines:
-            k = '0it' if b == 'reinit' else ihp.rewind_step
-            rows += [_row(baseline(b, hp_r, rec, recs[0]['run'], k, store, **kw), r, b, k) for rec in recs[1:]
+            kb = 0 if b == 'reinit' else k
+            rows += [_row(baseline(b, hp_r, rec, recs[0]['run'], kb, store, **kw), r, b, kb) for rec in recs[1:]
                      if baseline_levels is None or rec['level'] in set(baseline_levels)]
     return pd.DataFrame(rows, columns=IMP_COLUMNS)
 
@@ -354,9 +355,10 @@ def most_extreme_matching_any_rewind(df:pd.DataFrame, # `imp_experiment` rows of
 # %% ../nbs/10_imp.ipynb #31fba792
 _NAMES = {'wr': 'IMP-WR', 'lrr': 'IMP-LRR', 'ft': 'IMP-FT', 'reinit': 'random reinit', 'random_pruning': 'random pruning'}
 
-def series_label(strategy:str, rewind_step:str) -> str:
-    "The legend label of a strategy (and its rewind step)."
-    if strategy in ('wr', 'random_pruning'): return f'{_NAMES[strategy]} (k={rewind_step})'
+def series_label(strategy:str, rewind_step:int|str) -> str:
+    "The legend label of a strategy (and its rewind step: iterations, or a Step string)."
+    k = f'{rewind_step}it' if isinstance(rewind_step, (int, np.integer)) else rewind_step
+    if strategy in ('wr', 'random_pruning'): return f'{_NAMES[strategy]} (k={k})'
     return _NAMES.get(strategy, strategy)
 
 def plot_imp(df:pd.DataFrame, # `imp_experiment` rows (several experiments may be concatenated)

@@ -152,7 +152,7 @@ def instability_analysis(parent:Run, # the run to branch from (dense, or an IMP 
                          bn:str='interpolate', # see `evaluate_states`
                          precision:str|None=None, # evaluation precision (default: the parent's)
                          device=None, progress:bool=True, **kw) -> pd.DataFrame:
-    "Instability analysis of `parent` at each rewind step: curves with columns step, pair, split, alpha, loss, accuracy, error."
+    "Instability analysis of `parent` at each rewind step: curves with columns rewind_step (iterations), pair, split, alpha, loss, accuracy, error."
     hp = _hp_of(parent, hp)
     data = data or load_data(hp)
     eval_data = eval_data or {'test': data[1], 'train': data[0]}
@@ -166,15 +166,15 @@ def instability_analysis(parent:Run, # the run to branch from (dense, or an IMP 
     for k in ks:
         kids = branch(parent, k, n, store, hp=hp, mask=mask, data=data, device=device, progress=progress, **kw)
         c = instability(kids, model, eval_data, alphas, bn=bn, bn_data=data[0], precision=precision or hp.precision, device=device)
-        dfs.append(c.assign(step=k))
+        dfs.append(c.assign(rewind_step=k))
     out = pd.concat(dfs, ignore_index=True)
-    return out[['step'] + [c for c in out.columns if c != 'step']]
+    return out[['rewind_step'] + [c for c in out.columns if c != 'rewind_step']]
 
 def instability_summary(barriers_:pd.DataFrame, # output of `barriers`, with a `pair` column
                         metric:str='error_barrier', # the barrier column to average
                         threshold:float=0.02, # stable when the mean barrier is below this (the LMC paper: 2 %)
                        ) -> pd.DataFrame:
-    "Mean and standard deviation over pairs of `metric`, per group (step, split, ...), and whether it is stable."
+    "Mean and standard deviation over pairs of `metric`, per group (rewind_step, split, ...), and whether it is stable."
     if metric not in barriers_.columns: raise ValueError(f'unknown metric {metric!r}; choose one of {", ".join(c for c in barriers_.columns if "barrier" in c)}')
     keys = [c for c in barriers_.columns if c != 'pair' and 'barrier' not in c]
     g = barriers_.groupby(keys, sort=True)[metric]
@@ -183,7 +183,7 @@ def instability_summary(barriers_:pd.DataFrame, # output of `barriers`, with a `
     return out
 
 def lmc_onset(summary:pd.DataFrame, # output of `instability_summary` for one split (and one setting)
-              step_col:str='step') -> float:
+              step_col:str='rewind_step') -> float:
     "The first step from which on every measured step is stable (NaN if the last one is not)."
     s = summary.sort_values(step_col)
     if s[step_col].duplicated().any(): raise ValueError('one row per step expected: select one split (and setting) first')
@@ -394,7 +394,7 @@ def plot_interpolation(curves:pd.DataFrame, # `interpolation_curve` / `instabili
     return ax
 
 def plot_instability(summary:pd.DataFrame, # `instability_summary` output (optionally with a `label` column)
-                     ax=None, threshold:float|None=0.02, step_col:str='step', xlabel:str='rewind step $k$ (iterations)',
+                     ax=None, threshold:float|None=0.02, step_col:str='rewind_step', xlabel:str='rewind step $k$ (iterations)',
                      ylabel:str='instability (error barrier)', title:str|None=None):
     "Instability (mean barrier ± std over pairs) against the rewind step, one line per split (and label)."
     ax = _ax(ax)
