@@ -1,5 +1,6 @@
 "ticketlab.evaluate: evaluate_states is evaluate network by network in fp32, close to it in bf16; EvalCB's history."
 import pytest, torch
+from conftest import trained
 from ticketlab.core import seed_all
 from ticketlab.data import load_dataset
 from ticketlab.models import get_model
@@ -7,21 +8,7 @@ from ticketlab.train import TrainHparams, Trainer
 from ticketlab.evaluate import evaluate, evaluate_states, EvalCB, history_frame
 from ticketlab.weights import lerp_state
 
-def trained(model, train, seed, epochs=3, lr=0.1, wd=1e-4):
-    "`model` trained by SGD with data-order seed `seed`; its state dict."
-    hp = TrainHparams(training_steps=f'{epochs}ep', lr=lr, weight_decay=wd, data_seed=seed, precision='fp32', batch_size=128)
-    t = Trainer(model, hp, train, device='cpu').fit()
-    return {k: v.detach().clone() for k, v in t.model.state_dict().items()}
 
-@pytest.fixture(scope='module')
-def small_resnet():
-    "Two tiny BatchNorm ResNets (different inits) trained briefly on synthetic data: BN statistics differ between them."
-    train, test = load_dataset('synthetic')
-    ws = []
-    for s in (0, 1):
-        seed_all(s); net = get_model('resnet20', train.num_classes, train.shape, width=0.25)
-        ws.append(trained(net, train, s, epochs=2))
-    return net, ws[0], ws[1], train, test
 
 def test_evaluate_states_is_evaluate_in_fp32(small_resnet):
     net, w1, w2, _, test = small_resnet

@@ -15,17 +15,13 @@ from ticketlab.lmc import (alpha_grid, barrier, barriers, midpoint_barrier, inte
                            final_weights, instability, instability_summary, lmc_scores, barrier_matrix,
                            plane_slice, nearest_in_triangle)
 import pandas as pd
+from conftest import trained
 
 FAST = settings(max_examples=40, deadline=None)
 
 @pytest.fixture(scope='module')
 def digits(): return load_dataset('digits')
 
-def trained(model, train, seed, epochs=3, lr=0.1, wd=1e-4):
-    "`model` trained by SGD with data-order seed `seed`; its state dict."
-    hp = TrainHparams(training_steps=f'{epochs}ep', lr=lr, weight_decay=wd, data_seed=seed, precision='fp32', batch_size=128)
-    t = Trainer(model, hp, train, device='cpu').fit()
-    return {k: v.detach().clone() for k, v in t.model.state_dict().items()}
 
 @pytest.fixture(scope='module')
 def lenets(digits):
@@ -38,15 +34,6 @@ def lenets(digits):
         net.load_state_dict(w0); ws.append(trained(net, train, s))
     return net, ws[0], ws[1]
 
-@pytest.fixture(scope='module')
-def small_resnet():
-    "Two tiny BatchNorm ResNets (different inits) trained briefly on synthetic data: BN statistics differ between them."
-    train, test = load_dataset('synthetic')
-    ws = []
-    for s in (0, 1):
-        seed_all(s); net = get_model('resnet20', train.num_classes, train.shape, width=0.25)
-        ws.append(trained(net, train, s, epochs=2))
-    return net, ws[0], ws[1], train, test
 
 # --- barriers: pure functions of a curve ------------------------------------------------------------------------
 
