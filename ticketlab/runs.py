@@ -84,13 +84,19 @@ def data_key(hp:TrainHparams, # the run's hyperparameters
     return {'data': train.id}
 
 # %% ../nbs/08_runs.ipynb #ad4d9674
+def _stateful(t) -> dict:
+    "The trainer's callbacks that keep state across a resume (they have `state_dict` and `load_state_dict`), by a stable name."
+    cbs = [cb for cb in t.callbacks if hasattr(cb, 'state_dict') and hasattr(cb, 'load_state_dict')]
+    return {f'{type(cb).__name__}:{i}': cb for i, cb in enumerate(cbs)}
+
 class _ResumeCB(Callback):
     order = 30
     def __init__(self, run:Run, every): self.run, self.every = run, every
     def before_fit(self, t): self.n = t.steps(self.every)
     def after_step(self, t):
         if self.n and t.step % self.n == 0 and t.step < t.end:
-            save_checkpoint(dict(t.state(), history=t.history), self.run.path/'resume.pt')
+            save_checkpoint(dict(t.state(), history=t.history, callbacks={k: cb.state_dict() for k, cb in _stateful(t).items()}),
+                            self.run.path/'resume.pt')
 
 def _read_or_set_aside(p) -> dict|None:
     "The checkpoint at `p`, or None if absent or damaged (damaged files are reported and set aside; unsafe ones raise)."
@@ -156,6 +162,8 @@ def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData
             warnings.warn(f'{run} began under {began} and resumes under {tr.precision} (precision={hp.precision!r} resolves '
                           f'differently on {tr.device} here): the run mixes precisions; pass an explicit precision to avoid it')
         tr.load_state(state); tr.history = list(state.get('history', []))
+        for k, cb in _stateful(tr).items():
+            if k in state.get('callbacks', {}): cb.load_state_dict(state['callbacks'][k])
         start = tr.step
     tr.fit(start, tr.end_step)
     hist = history_frame(tr.history)
