@@ -143,14 +143,19 @@ def imp(hp:TrainHparams, # training hyperparameters (the dense run and every lev
         *,
         data:tuple|None=None, # (train, test): a subset, noisy labels, ...; default what `hp` names
         eval_every='1ep', # test-set evaluation period of each run
+        dense:Run|None=None, # the finished dense run to prune (default `dense_run(hp)`); e.g. one that began from a pre-trained state
         device=None, progress:bool=False) -> list[dict]:
     "Run IMP; one record per level 0..L: `level`, `fraction`, `density`, `mask` and the stored `run`."
     train, test = data = data or load_data(hp)
     check_imp(hp, ihp, train)
     store, p = store or Store(), plan(hp, train)
     T, k, ipe = p.T, p.it(ihp.rewind_step), p.iterations_per_epoch
-    dense = dense_run(hp, [k] + ([T - ipe] if ihp.adaptive else []), store, data=data, eval_every=eval_every,
-                      device=device, progress=progress)
+    steps = [k] + ([T - ipe] if ihp.adaptive else [])
+    if dense is None: dense = dense_run(hp, steps, store, data=data, eval_every=eval_every, device=device, progress=progress)
+    elif not dense.done or dense.hparams != hp:
+        raise ValueError(f'dense= must be a finished run of these hyperparameters; {dense} is '
+                         + ('not finished' if not dense.done else f'a run of other hyperparameters ({dense.hparams.hash} != {hp.hash})'))
+    else: dense = ensure_checkpoints(dense, steps, data, device=device)
     mask = dense_mask(build_model(hp, train), ihp.ignored())
     eps = threshold = None
     if ihp.adaptive:
