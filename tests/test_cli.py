@@ -81,7 +81,7 @@ def test_bad_input_leaves_the_default_store_alone(tmp_path, monkeypatch, capsys)
 
 def test_unknown_command(capsys):
     code, _, err = run_main(capsys, 'frobnicate')
-    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, replicate' in err
+    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, perturb, pretrain, replicate' in err
 
 # --- help ----------------------------------------------------------------------------------------------------------
 

@@ -16,14 +16,16 @@ from .store import *
 from .runs import *
 from .imp import *
 from .lmc import *
+from .perturb import Perturbation, paper_perturbations, perturbation_experiment, plot_effective_std
+from .pretrain import PretrainHparams, pretrain_experiment, plot_pretrain
 from .papers import PRESETS, paper_names, run_paper, default_out_dir
 from .papers import _check as _check_paper, _require_runner
 
 # %% auto #0
 __all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'COMMANDS', 'epilog', 'add_common', 'available_devices', 'check_device',
            'check_folder', 'check_common', 'bad_input', 'new_axes', 'write_results', 'command_parser', 'train_parser',
-           'plot_history', 'cmd_train', 'imp_parser', 'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc',
-           'replicate_parser', 'cmd_replicate', 'main']
+           'plot_history', 'cmd_train', 'imp_parser', 'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser',
+           'cmd_perturb', 'pretrain_parser', 'cmd_pretrain', 'replicate_parser', 'cmd_replicate', 'main']
 
 # %% ../nbs/20_cli.ipynb #152ad850
 def epilog() -> str:
@@ -116,7 +118,9 @@ def write_results(out:Path, # the output folder (created if missing)
 def _wrote(paths): return 'wrote ' + ', '.join(map(str, paths))
 
 # %% ../nbs/20_cli.ipynb #3c314222
-CLI_DEFAULTS = {'imp': dict(fraction=0.5, levels=8)}   # `ticketlab imp`: 8 levels of 50% reach 0.39% of the weights
+CLI_DEFAULTS = {'imp': dict(fraction=0.5, levels=8),   # `ticketlab imp`: 8 levels of 50% reach 0.39% of the weights
+                'perturb': dict(fraction=0.5, levels=3, rewind_step='1ep'),   # a rewind point past 0 to perturb, 12.5%
+                'pretrain': dict(fraction=0.5, levels=3)}
 
 def command_parser(command:str, # the command's name
                    description:str, # one sentence for `--help` and `ticketlab --help`
@@ -266,6 +270,76 @@ def cmd_lmc(args:argparse.Namespace, prog='ticketlab lmc'):
     print(_wrote(write_results(out, {'lmc.csv': summ, 'lmc_curves.csv': curves}, {'lmc.png': ax.figure})))
     return summ
 
+# %% ../nbs/20_cli.ipynb #6cd3bcd8
+def perturb_parser(p=None) -> argparse.ArgumentParser:
+    "The parser of `ticketlab perturb`."
+    p = command_parser('perturb', "Perturb an IMP subnetwork's rewind point and train it as the level (Frankle, Schwab & Morcos 2020, §5).",
+                       [(TrainHparams, "training hyperparameters (part of the runs' identity unless noted)"),
+                        (ImpHparams, 'IMP with weight rewinding: the subnetwork and its rewind point'),
+                        (Perturbation, 'the perturbation (one; --paper-set runs the 14 of Figures 4-7)')], p)
+    g = p.add_argument_group('experiment')
+    g.add_argument('--level', type=int, default=None, help='the IMP level whose rewind point is perturbed (default: --levels)')
+    g.add_argument('--paper-set', action='store_true', help="the paper's 14 perturbations instead of the one the flags describe")
+    g.add_argument('--replicates', type=int, default=1, help='independent replicates (default: 1)')
+    return add_common(p, 'perturb', 'perturb.csv (one row per replicate × perturbation) and perturb.png')
+
+def _check_perturb(args):
+    hp, ihp, q = TrainHparams.from_args(args), ImpHparams.from_args(args), Perturbation.from_args(args)
+    level = ihp.levels if args.level is None else args.level
+    if args.replicates < 1: raise ValueError(f'--replicates must be >= 1, got {args.replicates}')
+    if ihp.strategy != 'wr': raise ValueError(f"--strategy: §5 perturbs the rewind point of IMP with weight rewinding: use wr, not {ihp.strategy}")
+    if not 1 <= level <= ihp.levels: raise ValueError(f'--level must be in 1..{ihp.levels} (--levels), got {level}')
+    store, out = check_common(args)
+    data = load_data(hp)
+    check_imp(hp, ihp, data[0])
+    return hp, ihp, level, paper_perturbations(q.seed) if args.paper_set else [q], data, store, out
+
+def cmd_perturb(args:argparse.Namespace, prog='ticketlab perturb'):
+    "Run `ticketlab perturb` on parsed `args`: the rows of `perturbation_experiment`."
+    with bad_input(prog): hp, ihp, level, ps, data, store, out = _check_perturb(args)
+    t0 = time.time()
+    df = perturbation_experiment(hp, ihp, level, ps, args.replicates, store, data=data, device=args.device, progress=not args.no_progress)
+    s = (df.groupby(['label', 'family'], sort=False)
+           .agg(effective_std=('effective_std', 'mean'), test_accuracy=('test_accuracy', 'mean'), replicates=('replicate', 'nunique')).reset_index())
+    print(f'\n{hp.model} on {hp.dataset}: IMP-WR rewinding to {df.rewind_step.iloc[0]}it, level {level} '
+          f'({100 * df.density.iloc[0]:.3g}% of the weights), {args.replicates} replicate(s), {time.time() - t0:.0f} s')
+    print(s.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+    ax = plot_effective_std(df[df.family != 'reference'], y='test_accuracy', ax=new_axes(figsize=(5, 3.8)))
+    print(_wrote(write_results(out, {'perturb.csv': df}, {'perturb.png': ax.figure})))
+    return df
+
+# %% ../nbs/20_cli.ipynb #bbd4a621
+def pretrain_parser(p=None) -> argparse.ArgumentParser:
+    "The parser of `ticketlab pretrain`."
+    p = command_parser('pretrain', 'Pre-train on a task, then IMP rewinding to the pre-trained state (Frankle, Schwab & Morcos 2020, §6).',
+                       [(TrainHparams, "the main task's hyperparameters (part of the runs' identity unless noted)"),
+                        (PretrainHparams, 'pre-training'), (ImpHparams, 'IMP from the pre-trained state')], p)
+    p.add_argument_group('experiment').add_argument('--replicates', type=int, default=1, help='independent replicates (default: 1)')
+    return add_common(p, 'pretrain', 'pretrain.csv (one row per epochs × replicate × level) and pretrain.png')
+
+def _check_pretrain(args):
+    hp, php, ihp = TrainHparams.from_args(args), PretrainHparams.from_args(args), ImpHparams.from_args(args)
+    if args.replicates < 1: raise ValueError(f'--replicates must be >= 1, got {args.replicates}')
+    store, out = check_common(args)
+    data = load_data(hp)
+    check_imp(hp, ihp, data[0])
+    if plan(hp, data[0]).it(ihp.rewind_step) != 0:
+        raise ValueError(f'--rewind-step: IMP rewinds to the pre-trained state, step 0 of the main run (§6); got {ihp.rewind_step}')
+    return hp, php, ihp, data, store, out
+
+def cmd_pretrain(args:argparse.Namespace, prog='ticketlab pretrain'):
+    "Run `ticketlab pretrain` on parsed `args`: the rows of `pretrain_experiment`."
+    with bad_input(prog): hp, php, ihp, data, store, out = _check_pretrain(args)
+    t0 = time.time()
+    df = pretrain_experiment(hp, php, ihp, args.replicates, store, data=data, device=args.device, progress=not args.no_progress)
+    t = df.pivot_table(index=['level', 'density'], columns='epochs', values='test_accuracy', aggfunc='mean')
+    t.columns = [f'{e} ep' for e in t.columns]
+    print(f'\n{hp.model} on {hp.dataset}, pre-trained on {php.task}, {args.replicates} replicate(s), {time.time() - t0:.0f} s; test accuracy:')
+    print(t.to_string(float_format=lambda v: f'{v:.4f}'))
+    ax = plot_pretrain(df, ax=new_axes(figsize=(5.5, 3.8)), title=f'{hp.model} on {hp.dataset}: IMP after {php.task} pre-training')
+    print(_wrote(write_results(out, {'pretrain.csv': df}, {'pretrain.png': ax.figure})))
+    return df
+
 # %% ../nbs/20_cli.ipynb #926e4dfb
 def replicate_parser(p=None) -> argparse.ArgumentParser:
     "The parser of `ticketlab replicate`."
@@ -294,6 +368,8 @@ def cmd_replicate(args:argparse.Namespace, prog='ticketlab replicate'):
 COMMANDS = {'train': (train_parser, cmd_train),
             'imp': (imp_parser, cmd_imp),
             'lmc': (lmc_parser, cmd_lmc),
+            'perturb': (perturb_parser, cmd_perturb),
+            'pretrain': (pretrain_parser, cmd_pretrain),
             'replicate': (replicate_parser, cmd_replicate)}
 
 def main(argv=None):

@@ -13,12 +13,19 @@ from torch import nn
 from .core import Hparams, hp, make_generator
 from .masks import Mask
 from .models import get_model
+from .core import derive_seed
+from .train import TrainHparams
+from .store import Store
+from .weights import mask_state
+from .runs import RunSpec, train_runs, build_model, load_data, plan, replicate, ensure_checkpoints
+from .imp import ImpHparams, imp
 
 # %% auto #0
-__all__ = ['SCOPES', 'KINDS', 'SOURCES', 'as_state', 'perturbed_mask', 'fresh_initialization', 'mix_sign_magnitude',
-           'grouped_permutation', 'shuffle_weights', 'init_sign_shuffled_magnitude', 'init_std', 'gaussian_noise',
-           'effective_perturbation', 'effective_perturbation_by_layer', 'Perturbation', 'paper_perturbations',
-           'perturb', 'effective_std_points', 'effective_std_correlation', 'plot_effective_std']
+__all__ = ['SCOPES', 'KINDS', 'SOURCES', 'UNPERTURBED', 'as_state', 'perturbed_mask', 'fresh_initialization',
+           'mix_sign_magnitude', 'grouped_permutation', 'shuffle_weights', 'init_sign_shuffled_magnitude', 'init_std',
+           'gaussian_noise', 'effective_perturbation', 'effective_perturbation_by_layer', 'Perturbation',
+           'paper_perturbations', 'perturb', 'effective_std_points', 'effective_std_correlation', 'plot_effective_std',
+           'perturbation_experiment']
 
 # %% ../nbs/12_perturb.ipynb #e289747e
 def as_state(x) -> dict[str, torch.Tensor]:
@@ -293,3 +300,48 @@ def plot_effective_std(df:pd.DataFrame, # perturbation rows (see `effective_std_
     if hue in pts.columns: ax.legend(fontsize=8)
     ax.set(xlabel=f'effective std of the perturbation ({x})', ylabel=y, title=f'r = {c.r:.3f}, p = {c.p:.3g} (n = {int(c.n)})')
     return ax
+
+# %% ../nbs/12_perturb.ipynb #9fdb8850
+UNPERTURBED = 'IMP at k (unperturbed)'
+
+def perturbation_experiment(hp:TrainHparams, # training hyperparameters (replicate 0)
+                            ihp:ImpHparams, # IMP with weight rewinding to `ihp.rewind_step`, at least `level` levels
+                            level:int, # the IMP level whose subnetwork is perturbed (its sparsity)
+                            perturbations, # `Perturbation`s, e.g. `paper_perturbations()`
+                            replicates:int=1, store:Store|None=None, *, data:tuple|None=None, eval_every=None,
+                            device=None, progress:bool=False) -> pd.DataFrame:
+    "Every perturbation of IMP level `level`'s rewind point, trained as the level is: one row per replicate × perturbation."
+    perturbations = list(perturbations)
+    bad = [type(q).__name__ for q in perturbations if not isinstance(q, Perturbation)]
+    if bad: raise TypeError(f'perturbations must be Perturbation objects, got {bad[0]}')
+    if ihp.strategy != 'wr': raise ValueError(f"§5 perturbs the rewind point of IMP with weight rewinding: strategy must be 'wr', got {ihp.strategy!r}")
+    if not 1 <= level <= ihp.levels: raise ValueError(f'level must be in 1..{ihp.levels} (ihp.levels), got {level}')
+    data, store = data or load_data(hp), store or Store()
+    k = plan(hp, data[0]).it(ihp.rewind_step, 'rewind_step')
+    rows = []
+    for r in range(replicates):
+        hp_r = replicate(hp, r)
+        recs = imp(hp_r, ihp, store, data=data, eval_every=eval_every or hp.training_steps, device=device, progress=progress)
+        dense, rec = recs[0]['run'], recs[level]
+        mask, lvl_run = rec['mask'], rec['run']
+        dense = ensure_checkpoints(dense, [0, k], data, device=device)
+        w_k, w_0 = mask_state(dense.weights(k), mask), dense.weights(0)
+        fresh = build_model(hp_r.replace(init_seed=derive_seed('fresh', hp_r.init_seed) % 2**31), data[0]).state_dict()
+        specs, infos = [], []
+        for q in perturbations:
+            out, info = perturb(w_k, w_0, mask, q, fresh=fresh)
+            key = dict(parent=dense.ref, rewind_step=k, level=level, mask=mask.hash, perturbation=q.hash, **q.to_dict())
+            specs.append(RunSpec(hp_r, 'perturbed', key, data=data, init=out, start=k, mask=mask, checkpoints=[k],
+                                 eval_every=eval_every or hp.training_steps))
+            infos.append(info)
+        runs = train_runs(specs, store, device=device, progress=progress)
+        base = dict(replicate=r, rewind_step=k, level=level, density=mask.density)
+        s = lvl_run.summary()
+        rows.append(dict(base, label=UNPERTURBED, family='reference', perturbation='', effective_mean=0.0, effective_std=0.0,
+                         test_accuracy=s['test_accuracy'], train_accuracy=s['train_accuracy'], run=lvl_run.name))
+        for q, info, run in zip(perturbations, infos, runs):
+            s = run.summary()
+            rows.append(dict(base, label=q.label, family=q.family, perturbation=q.hash, effective_mean=info['effective_mean'],
+                             effective_std=info['effective_std'], test_accuracy=s['test_accuracy'], train_accuracy=s['train_accuracy'],
+                             run=run.name))
+    return pd.DataFrame(rows)
