@@ -23,9 +23,10 @@ from .papers import _check as _check_paper, _require_runner
 
 # %% auto #0
 __all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'COMMANDS', 'epilog', 'add_common', 'available_devices', 'check_device',
-           'check_folder', 'check_common', 'bad_input', 'new_axes', 'write_results', 'command_parser', 'train_parser',
-           'plot_history', 'cmd_train', 'imp_parser', 'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser',
-           'cmd_perturb', 'pretrain_parser', 'cmd_pretrain', 'replicate_parser', 'cmd_replicate', 'main']
+           'check_folder', 'check_common', 'bad_input', 'new_axes', 'write_results', 'command_parser',
+           'experiment_group', 'check_replicates', 'train_parser', 'plot_history', 'cmd_train', 'imp_parser',
+           'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser', 'cmd_perturb', 'pretrain_parser',
+           'cmd_pretrain', 'replicate_parser', 'cmd_replicate', 'main']
 
 # %% ../nbs/20_cli.ipynb #152ad850
 def epilog() -> str:
@@ -136,6 +137,18 @@ def command_parser(command:str, # the command's name
         if a.dest in own: a.default, a.help = own[a.dest], re.sub(r'\(default: [^)]*\)', f'(default here: {own[a.dest]})', a.help)
     return p
 
+def experiment_group(p:argparse.ArgumentParser, # a command's parser
+                     replicates:int=1, # the command's default number of replicates
+                    ) -> argparse._ArgumentGroup:
+    "The 'experiment' group of flags, with `--replicates` (declared once for every command that repeats its runs)."
+    g = p.add_argument_group('experiment')
+    g.add_argument('--replicates', type=int, default=replicates, help=f'independent replicates (default: {replicates})')
+    return g
+
+def check_replicates(args:argparse.Namespace):
+    "`--replicates` is at least 1."
+    if args.replicates < 1: raise ValueError(f'--replicates must be >= 1, got {args.replicates}')
+
 # %% ../nbs/20_cli.ipynb #c63f9cb1
 def train_parser(p=None) -> argparse.ArgumentParser:
     "The parser of `ticketlab train`."
@@ -186,8 +199,7 @@ def imp_parser(p=None) -> argparse.ArgumentParser:
     p = command_parser('imp', 'Iterative magnitude pruning (and baselines) over replicates: a table, a CSV and a plot.',
                        [(TrainHparams, "training hyperparameters (part of the runs' identity unless noted)"),
                         (ImpHparams, 'IMP hyperparameters')], p)
-    g = p.add_argument_group('experiment')
-    g.add_argument('--replicates', type=int, default=2, help='independent replicates (default: 2)')
+    g = experiment_group(p, replicates=2)
     g.add_argument('--baselines', default=','.join(BASELINES), help=f"comma-separated, any of {', '.join(BASELINES)}; '' for none (default: both)")
     return add_common(p, 'imp', 'imp.csv (one row per replicate × strategy × level) and imp.png')
 
@@ -201,7 +213,7 @@ def imp_table(df:pd.DataFrame) -> str:
 
 def _check_imp(args):
     hp, ihp = TrainHparams.from_args(args), ImpHparams.from_args(args)
-    if args.replicates < 1: raise ValueError(f'--replicates must be >= 1, got {args.replicates}')
+    check_replicates(args)
     baselines = [b.strip() for b in args.baselines.split(',') if b.strip()]
     bad = [b for b in baselines if b not in BASELINES]
     if bad: raise ValueError(f'--baselines: unknown baseline {bad[0]!r}; choose from {", ".join(BASELINES)}')
@@ -277,16 +289,15 @@ def perturb_parser(p=None) -> argparse.ArgumentParser:
                        [(TrainHparams, "training hyperparameters (part of the runs' identity unless noted)"),
                         (ImpHparams, 'IMP with weight rewinding: the subnetwork and its rewind point'),
                         (Perturbation, 'the perturbation (one; --paper-set runs the 14 of Figures 4-7)')], p)
-    g = p.add_argument_group('experiment')
+    g = experiment_group(p)
     g.add_argument('--level', type=int, default=None, help='the IMP level whose rewind point is perturbed (default: --levels)')
     g.add_argument('--paper-set', action='store_true', help="the paper's 14 perturbations instead of the one the flags describe")
-    g.add_argument('--replicates', type=int, default=1, help='independent replicates (default: 1)')
     return add_common(p, 'perturb', 'perturb.csv (one row per replicate × perturbation) and perturb.png')
 
 def _check_perturb(args):
     hp, ihp, q = TrainHparams.from_args(args), ImpHparams.from_args(args), Perturbation.from_args(args)
     level = ihp.levels if args.level is None else args.level
-    if args.replicates < 1: raise ValueError(f'--replicates must be >= 1, got {args.replicates}')
+    check_replicates(args)
     if ihp.strategy != 'wr': raise ValueError(f"--strategy: §5 perturbs the rewind point of IMP with weight rewinding: use wr, not {ihp.strategy}")
     if not 1 <= level <= ihp.levels: raise ValueError(f'--level must be in 1..{ihp.levels} (--levels), got {level}')
     store, out = check_common(args)
@@ -314,12 +325,12 @@ def pretrain_parser(p=None) -> argparse.ArgumentParser:
     p = command_parser('pretrain', 'Pre-train on a task, then IMP rewinding to the pre-trained state (Frankle, Schwab & Morcos 2020, §6).',
                        [(TrainHparams, "the main task's hyperparameters (part of the runs' identity unless noted)"),
                         (PretrainHparams, 'pre-training'), (ImpHparams, 'IMP from the pre-trained state')], p)
-    p.add_argument_group('experiment').add_argument('--replicates', type=int, default=1, help='independent replicates (default: 1)')
+    experiment_group(p)
     return add_common(p, 'pretrain', 'pretrain.csv (one row per epochs × replicate × level) and pretrain.png')
 
 def _check_pretrain(args):
     hp, php, ihp = TrainHparams.from_args(args), PretrainHparams.from_args(args), ImpHparams.from_args(args)
-    if args.replicates < 1: raise ValueError(f'--replicates must be >= 1, got {args.replicates}')
+    check_replicates(args)
     store, out = check_common(args)
     data = load_data(hp)
     check_imp(hp, ihp, data[0])
