@@ -63,7 +63,7 @@ def _page(out, name):
     return f.read_text()
 
 @pytest.mark.parametrize('page,names', [('core.html', ['Step', 'derive_seed', 'Hparams', 'atomic_write']),
-                                        ('store.html', ['train_run', 'Store', 'Run'])])
+                                        ('store.html', ['Store', 'Run']), ('runs.html', ['train_run', 'RunSpec', 'dense_run'])])
 def test_show_doc_made_it(site, page, names):
     "Exported names get a show_doc heading with the id nbdev's doc links point at (core.html#step)."
     html = _page(site[0], page)
@@ -161,9 +161,9 @@ def test_math_renders_on_every_page(site):
             with_math[p.href] = html
             assert re.search(r'<script\b[^>]*src="[^"]*mathjax@3[^"]*tex-chtml', html), f'{p.href} loads no MathJax'
             assert 'class="math-notice"' in html            # what a reader offline is told
-    assert {'lmc.html', 'imp.html', 'papers/lmc.html'} <= set(with_math)     # the check is not vacuous
-    lmc, imp = with_math['lmc.html'], with_math['imp.html']
-    assert r'$\mu(\alpha) = (1-\alpha)\mu_1 + \alpha\mu_2$' in lmc
+    assert {'lmc.html', 'imp.html', 'evaluate.html', 'telemetry.html', 'papers/lmc.html'} <= set(with_math)   # not vacuous
+    ev, imp = with_math['evaluate.html'], with_math['imp.html']
+    assert r'$\mu(\alpha) = (1-\alpha)\mu_1 + \alpha\mu_2$' in ev        # BN statistics along the path
     assert r'\mathcal{A}_0(\mathbf{m}^{(L)}\odot\mathbf{w}^{(L-1)},T)$' in imp        # the IMP-LRR formula
     assert r'$$d_\ell = \prod_{j=1}^{\ell} (1 - p_j)$$' in imp and r'+ \varepsilon$' in imp
 
@@ -253,7 +253,7 @@ def test_titles_are_the_sources_titles(site):
         src = next(c.source for c in nbf.read(nb, as_version=4).cells if c.cell_type == 'markdown' and c.source.strip())
         want = _first_h1(src)
         assert want, f'{nb.name} has no `# Title` markdown cell'
-        href = ('papers/' if nb.parent.name == 'papers' else '') + re.sub(r'^\d+_', '', nb.stem) + '.html'
+        href = ('papers/' if nb.parent.name == 'papers' else '') + re.sub(r'^\d+[a-z]?_', '', nb.stem) + '.html'   # 01a_loader -> loader
         title, h1, entry = _titles(_page(out, href), href)
         assert h1 == want, f'{href}: h1 {h1!r}, the notebook says {want!r}'
         if href == 'index.html': assert (title, entry) == (want, 'Home')
