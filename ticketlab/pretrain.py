@@ -4,11 +4,9 @@
 
 # %% ../nbs/13a_pretrain.ipynb #c7565d86
 from __future__ import annotations
-import torch
-from torch import nn
 from dataclasses import dataclass
 import pandas as pd
-from .core import derive_seed, Hparams, hp
+from .core import Hparams, hp
 from .data import ImageData, random_labels, rotation_task, blur
 from .train import TrainHparams
 from .store import Store, Run
@@ -57,7 +55,10 @@ def pretrained_state(hp:TrainHparams, # the main task's hyperparameters
     train = (data or load_data(hp))[0]
     init = build_model(hp, train).state_dict()
     if epochs == 0: return init
-    pre = pretrain(hp, task, epochs, store, data=data, seed=seed, device=device, progress=progress)
+    return _head_back(pretrain(hp, task, epochs, store, data=data, seed=seed, device=device, progress=progress), init)
+
+def _head_back(pre:Run, init:dict) -> dict:
+    "The end of pre-training run `pre`, with every tensor whose shape differs from `init`'s (the task's head) taken from `init`."
     state = pre.weights(pre.checkpoint_steps()[-1])
     return {n: (state[n] if n in state and state[n].shape == v.shape else v) for n, v in init.items()}
 
@@ -68,7 +69,7 @@ def pretrained_dense_run(hp:TrainHparams, # the main task's hyperparameters
     data = data or load_data(hp)
     if epochs == 0: return dense_run(hp, rewind_steps, store, data=data, eval_every=eval_every, device=device, progress=progress)
     pre = pretrain(hp, task, epochs, store, data=data, seed=seed, device=device, progress=progress)
-    state = pretrained_state(hp, task, epochs, store, data=data, seed=seed, device=device, progress=False)
+    state = _head_back(pre, build_model(hp, data[0]).state_dict())
     p = plan(hp, data[0])
     ks = sorted({0} | {p.it(s, 'rewind step') for s in rewind_steps})
     spec = RunSpec(hp, 'train', dict(init=pre.ref), data=data, init=state, checkpoints=ks, eval_every=eval_every)

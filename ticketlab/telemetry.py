@@ -7,8 +7,7 @@ from __future__ import annotations
 import hashlib, json, math
 from typing import Iterable, Mapping
 import numpy as np, pandas as pd, torch
-from torch import nn
-from .core import atomic_write, make_generator, Step
+from .core import atomic_write, make_generator
 from .data import ImageData
 from .models import prunable_parameters
 from .train import Callback, Trainer
@@ -62,17 +61,15 @@ class TelemetryCB(Callback):
         else: keep = torch.ones(sum(w.numel() for w in self.ws), dtype=torch.bool)
         self.keep = keep.nonzero().squeeze(1).to(t.device)
         if self.init is None and t.step != 0: raise ValueError(f'fit starts at step {t.step}: give init= (the state at step 0)')
-        self.w0 = _flat(self.init[n] for n in self.names).to(t.device)[self.keep] if self.init is not None else self._now()
+        self.w0 = _flat(self.init[n] for n in self.names).to(t.device)[self.keep] if self.init is not None else _flat(self.ws)[self.keep]
         self.wT = _flat(self.final[n] for n in self.names).to(t.device)[self.keep] if self.final is not None else None
         g = make_generator('telemetry', self.seed)
         self.tracked_idx = self.keep[torch.randperm(len(self.keep), generator=g)[:self.track].to(self.keep.device)].sort().values
         self._want = set(self.steps)
 
-    def _now(self) -> torch.Tensor: return _flat(self.ws)[self.keep]
-
     def _record(self, t, grad:bool):
-        w = self._now()
-        nan = torch.full((), float('nan'), device=w.device)
+        flat = _flat(self.ws)                        # one copy of the weights per recorded step
+        w, nan = flat[self.keep], torch.full((), float('nan'), device=flat.device)
         v = [w.abs().mean(), (torch.sign(w) != torch.sign(self.w0)).float().mean(),
              torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in t.params if p.grad is not None]))
              if grad and any(p.grad is not None for p in t.params) else nan,
@@ -80,7 +77,7 @@ class TelemetryCB(Callback):
              (w - self.wT).norm() if self.wT is not None else nan, _cos(w, self.wT) if self.wT is not None else nan]
         ev = evaluate(t.model, self.eval_data, self.eval_batch_size, t.device, t.precision) if t.step in self.eval_steps else {}
         self.records.append(dict(step=t.step, eval_loss=ev.get('loss', math.nan), eval_accuracy=ev.get('accuracy', math.nan),
-                                 values=torch.stack(v).detach(), tracked=_flat(self.ws)[self.tracked_idx].detach()))
+                                 values=torch.stack(v).detach(), tracked=flat[self.tracked_idx]))
         self._want.discard(t.step)
 
     def after_backward(self, t):
