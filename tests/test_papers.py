@@ -65,3 +65,12 @@ def test_replicate_without_papermill_says_what_to_install(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert 'ticketlab replicate: error: running the paper notebooks needs papermill' in r.stderr and 'pip install papermill ipykernel' in r.stderr
     assert not (tmp_path/'out').exists()
+
+def test_early_phase_worker_finds_the_cells_it_runs():
+    "papers/results/early_phase_worker.py execs the notebook's preset, data and job-definition cells: they must exist."
+    cells = [''.join(c['source']) for c in json.loads((papers_dir()/'early_phase.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
+    assert sum('PRESETS = {' in s for s in cells) == 1 and sum('imps = [ImpHparams' in s for s in cells) == 1
+    defs = '\n'.join(s for s in cells if s.startswith('# definitions only'))
+    assert 'def run_perturbations(reverse=False)' in defs and 'def run_pretraining(reverse=False)' in defs
+    worker = (papers_dir()/'results'/'early_phase_worker.py').read_text()
+    assert "'# definitions only'" in worker and "'PRESETS = {'" in worker and "'imps = [ImpHparams'" in worker

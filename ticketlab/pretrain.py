@@ -33,7 +33,8 @@ def pretrain_data(task:str, # one of `PRETRAIN_TASKS`
 
 # %% ../nbs/13a_pretrain.ipynb #995833da
 def _task_hp(hp:TrainHparams, epochs) -> TrainHparams:
-    return hp.replace(training_steps=f'{epochs}ep', schedule='constant', warmup='0it')
+    "The pre-training run's hyperparameters: `epochs` at the main task's learning rate held constant (no warmup, no milestones)."
+    return hp.replace(training_steps=f'{epochs}ep', schedule='constant', warmup='0it', milestones='')
 
 def pretrain(hp:TrainHparams, # the main task's hyperparameters (architecture, init seed, optimizer, lr)
              task:str, # one of `PRETRAIN_TASKS`
@@ -113,15 +114,13 @@ def pretrain_experiment(hp:TrainHparams, # the main task (replicate 0)
 
 def plot_pretrain(df:pd.DataFrame, # `pretrain_experiment` rows
                   ax=None, title:str|None=None):
-    "Test accuracy against pre-training epochs, one line per sparsity (mean ± std over replicates): the axes."
+    "Test accuracy against pre-training epochs, one line per sparsity, the dense network's included (mean ± std over replicates): the axes."
     import matplotlib.pyplot as plt
     ax = ax or plt.subplots(figsize=(6, 4))[1]
-    for lvl, g in df[df.level > 0].groupby('level'):
+    for lvl, g in df.groupby('level'):     # level 0: the dense network trained from the pre-trained state
         a = g.groupby('epochs').test_accuracy.agg(['mean', 'std']).fillna(0.0)
         ax.errorbar(a.index, 100 * a['mean'], yerr=100 * a['std'], marker='o', ms=3, capsize=2,
-                    label=f'{100 * g.density.mean():.3g}% of weights')
-    d = df[df.level == 0].test_accuracy
-    ax.axhline(100 * d.mean(), color='0.4', ls='--', lw=1, label='dense')
+                    **(dict(color='0.4', ls='--', label='dense') if lvl == 0 else dict(label=f'{100 * g.density.mean():.3g}% of weights')))
     ax.set(xlabel=f'pre-training epochs ({df.task.iloc[0]})', ylabel='test accuracy (%)', title=title)
     ax.legend(fontsize=7); ax.grid(alpha=0.3)
     return ax
