@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_edgepopup.ipynb #c9b7d3e2
 from __future__ import annotations
-import copy, math, warnings
+import contextlib, copy, math, warnings
 from dataclasses import dataclass, fields
 from typing import Iterable
 import pandas as pd
@@ -24,8 +24,9 @@ __all__ = ['METHODS', 'EVAL_MASKS', 'WEIGHT_INITS', 'SCORE_INITS', 'BN_MODES', '
            'kept_count', 'topk_mask', 'GetSubnet', 'BernoulliSample', 'SupermaskMixin', 'SupermaskConv2d',
            'SupermaskLinear', 'init_random_weights_', 'SupermaskHparams', 'supermask_model', 'supermask_train_hparams',
            'to_ticket', 'lottery_check', 'build_supermask_model', 'SampleSeedCB', 'supermask_spec', 'supermask_run',
-           'load_supermask', 'method_hparams', 'learned_dense_run', 'supermask_points', 'supermask_sweep',
-           'chosen_weights', 'chosen_weight_summary', 'plot_supermask', 'plot_supermask_bars', 'plot_chosen_weights']
+           'load_supermask', 'large_lr_ok', 'method_hparams', 'learned_dense_run', 'supermask_points',
+           'supermask_sweep', 'chosen_weights', 'chosen_weight_summary', 'plot_supermask', 'plot_supermask_bars',
+           'plot_chosen_weights']
 
 # %% ../nbs/16_edgepopup.ipynb #90ffc30f
 def kept_count(numel:int, # weights in the layer
@@ -276,6 +277,13 @@ def load_supermask(run:Run, # a finished supermask run
 DENSE = 'dense'   # the method name of the learned dense baseline in tables
 PAPER_LRS = {'edge_popup': 0.1, 'bernoulli': 200.0, DENSE: 0.01}   # §4.1 and §4.4
 
+@contextlib.contextmanager
+def large_lr_ok():
+    "Inside the block, `TrainHparams` does not warn that a learning rate is very large (Zhou et al.'s 200 moves sigmoid scores, not weights)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'lr=.* is very large')
+        yield
+
 def method_hparams(hp:TrainHparams, # the optimisation shared by every method
                    method:str, # 'edge_popup', 'bernoulli' or 'dense'
                    lrs:dict|None=None, # learning rate per method, overriding `PAPER_LRS`
@@ -283,9 +291,7 @@ def method_hparams(hp:TrainHparams, # the optimisation shared by every method
     "`hp` with the learning rate of `method`: `lrs[method]`, else the paper's `PAPER_LRS[method]`."
     bad = [m for m in [method, *(lrs or {})] if m not in PAPER_LRS]
     if bad: raise ValueError(f"unknown method {bad[0]!r}; choose one of {', '.join(PAPER_LRS)}")
-    with warnings.catch_warnings():   # lr 200 moves sigmoid scores, not weights
-        warnings.filterwarnings('ignore', message=r'lr=.* is very large')
-        return hp.replace(lr={**PAPER_LRS, **(lrs or {})}[method])
+    with large_lr_ok(): return hp.replace(lr={**PAPER_LRS, **(lrs or {})}[method])
 
 def learned_dense_run(hp:TrainHparams, # the dense network's training (e.g. `method_hparams(hp, 'dense')`)
                       store:Store|None=None, *, data:tuple|None=None, eval_every='1ep', device=None, progress:bool=True) -> Run:
@@ -329,7 +335,8 @@ def supermask_sweep(hp:TrainHparams, # the optimisation of every run (model, wid
     data, store, jobs = data or load_data(hp), store or Store(), []
     for model, width, shp in map(_point, points):
         for r in range(replicates):
-            h = method_hparams(replicate(hp.replace(model=model, width=width), r), DENSE if shp is None else shp.method, lrs)
+            with large_lr_ok():   # `hp` may carry Zhou et al.'s rate; each method's is set here
+                h = method_hparams(replicate(hp.replace(model=model, width=width), r), DENSE if shp is None else shp.method, lrs)
             ev = eval_every or h.training_steps
             spec = RunSpec(h, data=data, eval_every=ev) if shp is None else supermask_spec(h, shp, data, eval_every=ev)
             jobs.append((model, width, shp, r, h, spec))
@@ -376,6 +383,7 @@ def plot_supermask(df:pd.DataFrame, # `supermask_sweep` rows
     by = ['model', 'method', 'weight_init'] + (['width'] if x == 'density' else ['density'])
     sm, dense = df[df.method != DENSE], df[df.method == DENSE]
     for key, g in sm.groupby(by, sort=False):
+        if x == 'density': g = g.assign(density=g.density.fillna(g.kept.round(2)))   # Zhou et al.'s masks: at the fraction kept
         a = g.groupby(x).test_accuracy.agg(['mean', 'std']).fillna(0.0)
         lab = _label(g.iloc[0]) + ('' if x == 'density' or g.method.iloc[0] != 'edge_popup' else f', k={g.density.iloc[0]:g}')
         ax.errorbar(100 * a.index if x == 'density' else a.index, 100 * a['mean'], yerr=100 * a['std'], marker='o', ms=3, capsize=2, label=lab)
