@@ -48,11 +48,20 @@ BAD = [
     ('lmc', ['--plot', 'out.png'], 'unrecognized arguments'),
     ('lmc', ['--imp-strategy', 'wr'], 'unrecognized arguments'),
     ('lmc', ['--rewind-step', '1ep'], 'unrecognized arguments'),   # no abbreviation of --rewind-steps
+    ('supermask', ['--method', 'zhou'], 'choose one of edge_popup, bernoulli'),
+    ('supermask', ['--densities', '0.5,1.5'], '--densities: density: 1.5 is outside (0, 1]'),
+    ('supermask', ['--densities', 'half'], 'comma-separated numbers'),
+    ('supermask', ['--method', 'bernoulli', '--densities', '0.3,0.5'], 'the bernoulli mask has none'),
+    ('supermask', ['--weight-init', 'xavier'], 'signed_kaiming_constant'),
+    ('supermask', ['--bn', 'frozen'], 'nonaffine, learned'),
+    ('supermask', ['--replicates', '0'], '>= 1'),
+    ('supermask', ['--model', 'conv5'], 'conv4'),
+    ('supermask', ['--density', '2'], 'outside'),
     ('replicate', ['nope'], 'choose one of early_phase'),
     ('replicate', ['lmc', '--preset', 'huge'], 'choose one of smoke, cpu, paper'),
     ('replicate', [], 'required: name'),
-] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc')] \
-  + [(c, ['--device', 'cuda:99'], 'not a device of this machine') for c in ('train', 'imp', 'lmc')]
+] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc', 'supermask')] \
+  + [(c, ['--device', 'cuda:99'], 'not a device of this machine') for c in ('train', 'imp', 'lmc', 'supermask')]
 
 @pytest.mark.parametrize('command,args,expect', BAD, ids=[f'{c} {" ".join(a)}' for c, a, _ in BAD])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, command, args, expect):
@@ -81,7 +90,7 @@ def test_bad_input_leaves_the_default_store_alone(tmp_path, monkeypatch, capsys)
 
 def test_unknown_command(capsys):
     code, _, err = run_main(capsys, 'frobnicate')
-    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, perturb, pretrain, replicate' in err
+    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, perturb, pretrain, supermask, replicate' in err
 
 # --- help ----------------------------------------------------------------------------------------------------------
 
@@ -103,6 +112,8 @@ def test_flags_of_each_command():
             '--density'} <= flags['lmc']
     assert {'--preset', '--log-output', '--out'} <= flags['replicate'] and not {'--store', '--device'} & flags['replicate']
     assert CLI_DEFAULTS['imp'] == dict(fraction=0.5, levels=8)
+    assert {'--method', '--density', '--densities', '--weight-init', '--score-init', '--bn', '--prune-first', '--no-prune-last',
+            '--eval-mask', '--replicates', '--dense-lr', '--no-dense', '--training-steps', '--lr'} | common <= flags['supermask']
 
 def test_top_level_help_as_a_user_runs_it(tmp_path):
     p = ticketlab('--help', cwd=tmp_path)
@@ -175,3 +186,21 @@ def test_lmc_density_prunes_the_dense_solution_once(tmp_path):
     assert p.returncode == 0, p.stderr
     assert 'one-shot magnitude pruning to 0.2 of the weights' in p.stdout
     assert len(pd.read_csv(tmp_path/'out'/'lmc.csv')) == 1
+
+def test_supermask_sweeps_k_beside_the_dense_network(tmp_path):
+    p = ticketlab('supermask', '--training-steps', '2ep', '--densities', '0.3,0.7', '--replicates', '2', '--precision', 'fp32', '--no-progress',
+                  '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert 'edge_popup supermasks in a random lenet_300_100' in p.stdout and 'wrote' in p.stdout
+    df = pd.read_csv(tmp_path/'out'/'supermask.csv')
+    assert df.method.tolist() == ['dense'] * 2 + ['edge_popup'] * 4 and df.replicate.tolist() == [0, 1] * 3
+    assert df.density.tolist() == [1.0, 1.0, 0.3, 0.3, 0.7, 0.7] and df.lr.tolist() == [0.01] * 2 + [0.1] * 4
+    assert df.test_accuracy.between(0, 1).all() and (tmp_path/'out'/'supermask.png').stat().st_size > 1000
+    assert len(list((tmp_path/'store'/'supermask').iterdir())) == 4 and not (tmp_path/'ticketlab_out').exists()
+
+def test_supermask_bernoulli_takes_the_papers_rate(tmp_path):
+    p = ticketlab('supermask', '--method', 'bernoulli', '--no-dense', '--training-steps', '1ep', '--precision', 'fp32', '--no-progress',
+                  '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0 and 'very large' not in p.stderr, p.stderr
+    df = pd.read_csv(tmp_path/'out'/'supermask.csv')
+    assert df.method.tolist() == ['bernoulli'] and df.lr.tolist() == [200.0] and df.density.isna().all() and 0 < df.kept[0] < 1

@@ -1,5 +1,6 @@
 "Tests of ticketlab.edgepopup: exact top-k counts, straight-through gradients, frozen weights, inits, Bernoulli masks, tickets."
-import math, warnings
+import math, re, warnings
+import numpy as np
 import pytest, torch
 import torch.nn.functional as F
 from torch import nn
@@ -275,3 +276,81 @@ def test_paper_train_hparams():
         warnings.simplefilter('error')
         assert supermask_train_hparams('bernoulli').lr == 200.0
     with pytest.raises(ValueError, match='edge_popup, bernoulli'): supermask_train_hparams('zhou')
+
+# --- supermask runs on the runs layer, sweeps ------------------------------------------------------------------------
+
+from ticketlab.edgepopup import (DENSE, PAPER_LRS, SUPERMASK_KIND, build_supermask_model, chosen_weight_summary, chosen_weights,
+                                 learned_dense_run, load_supermask, method_hparams, supermask_points, supermask_run,
+                                 supermask_spec, supermask_sweep)
+from ticketlab.store import Store
+
+def _thp(**kw):
+    return supermask_train_hparams(**{**dict(dataset='digits', model='lenet_300_100', batch_size=64, training_steps='2ep',
+                                             augment=False, precision='fp32'), **kw})
+
+def test_supermask_run_keeps_the_random_weights_and_is_reused(tmp_path, digits, monkeypatch):
+    hp, shp = _thp(), SupermaskHparams(density=0.3)
+    run = supermask_run(hp, shp, Store(tmp_path), data=digits, progress=False)
+    assert run.kind == SUPERMASK_KIND and run.key['supermask'] == shp.to_dict() and run.done
+    fresh = build_supermask_model(hp, shp, digits[0]).state_dict()
+    for n, p in load_supermask(run, digits).state_dict().items():
+        assert torch.equal(p, fresh[n]) != n.endswith('scores'), n          # frozen bit for bit; the scores moved
+    import ticketlab.runs
+    monkeypatch.setattr(ticketlab.runs, '_fit', lambda *a, **k: pytest.fail('a stored run was trained again'))
+    assert supermask_run(hp, shp, Store(tmp_path), data=digits, progress=False) == run
+
+@pytest.mark.parametrize('method', ['edge_popup', 'bernoulli'])
+def test_an_interrupted_supermask_run_resumes_exactly(tmp_path, digits, method):
+    from ticketlab.train import Callback
+    class Crash(Callback):
+        def after_step(self, t):
+            if t.step == 30: raise KeyboardInterrupt
+    hp, shp = method_hparams(_thp(), method), SupermaskHparams(method=method, density=0.5)
+    spec = lambda **kw: supermask_spec(hp, shp, digits, save_every='10it', **kw)
+    whole = train_runs_one(spec(), Store(tmp_path/'a'))
+    with pytest.raises(KeyboardInterrupt): train_runs_one(spec(callbacks=[Crash()]), Store(tmp_path/'b'))
+    resumed = train_runs_one(spec(), Store(tmp_path/'b'))
+    a, b = (r.weights(r.checkpoint_steps()[-1]) for r in (whole, resumed))
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+def train_runs_one(spec, store):
+    from ticketlab.runs import train_runs
+    return train_runs([spec], store, progress=False)[0]
+
+def test_sweep_rows_columns_and_reuse(tmp_path, digits):
+    shps = [SupermaskHparams(density=0.5), SupermaskHparams(method='bernoulli')]
+    pts = supermask_points(['lenet_300_100'], [0.5, 1.0], shps)
+    assert len(pts) == 6 and [p[2] for p in pts[:3]] == [None, *shps]
+    df = supermask_sweep(_thp(), pts, 1, Store(tmp_path), data=digits)
+    assert {'model', 'width', 'method', 'density', 'weight_init', 'score_init', 'bn', 'prune_first', 'prune_last', 'eval_mask',
+            'replicate', 'lr', 'kept', 'test_accuracy', 'test_loss', 'train_accuracy', 'run'} <= set(df.columns)
+    assert df.method.tolist() == [DENSE, 'edge_popup', 'bernoulli'] * 2 and df.width.tolist() == [0.5] * 3 + [1.0] * 3
+    assert df.lr.tolist() == [PAPER_LRS[m] for m in df.method]
+    assert df[df.method == DENSE].kept.eq(1.0).all() and df[df.method == 'bernoulli'].density.isna().all()
+    assert np.allclose(df[df.method == 'edge_popup'].kept, 0.5, atol=1e-3) and df.test_accuracy.between(0, 1).all()
+    kinds = {r: Store(tmp_path).runs().set_index('run').kind[r] for r in df.run}
+    assert [kinds[r] for r in df.run] == ['train', SUPERMASK_KIND, SUPERMASK_KIND] * 2
+    again = supermask_sweep(_thp(), pts, 1, Store(tmp_path), data=digits)
+    assert len(Store(tmp_path).runs()) == 6 and again.run.tolist() == df.run.tolist()
+
+@pytest.mark.parametrize('bad,expect', [
+    (dict(points=[('lenet_300_100', 1.0, 0.5)]), 'SupermaskHparams or None'),
+    (dict(points=[('conv5', 1.0, None)]), 'conv4'),
+    (dict(replicates=0), '>= 1'),
+    (dict(lrs={'zhou': 10.0}), 'choose one of edge_popup, bernoulli, dense')])
+def test_sweep_bad_input_names_the_choices(tmp_path, digits, bad, expect):
+    kw = {**dict(points=[('lenet_300_100', 1.0, None)], replicates=1), **bad}
+    with pytest.raises((ValueError, TypeError), match=re.escape(expect)): supermask_sweep(_thp(), store=Store(tmp_path), data=digits, **kw)
+    assert not (tmp_path/SUPERMASK_KIND).exists() and not (tmp_path/'train').exists()
+
+def test_chosen_weights_count_the_kept_weights(tmp_path, digits):
+    torch.manual_seed(0)
+    sm = supermask_model(get_model('lenet_300_100', 10, digits[0].shape), density=0.3)
+    h, s = chosen_weights(sm, bins=10), chosen_weight_summary(sm)
+    assert list(h.groupby('layer', sort=False)['all'].sum()) == [p.numel() for p in prunable_parameters(sm).values()]
+    assert list(h.groupby('layer', sort=False).chosen.sum()) == [kept_count(p.numel(), 0.3) for p in prunable_parameters(sm).values()]
+    assert np.allclose(s.kept, 0.3, atol=1e-3) and (s.mean_abs_all > 0).all()
+
+def test_load_supermask_refuses_a_dense_run(tmp_path, digits):
+    run = learned_dense_run(method_hparams(_thp(), DENSE), Store(tmp_path), data=digits, progress=False)
+    with pytest.raises(ValueError, match='not a supermask run'): load_supermask(run, digits)

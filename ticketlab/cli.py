@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #0a9ca610
 from __future__ import annotations
-import argparse, contextlib, re, sys, time
+import argparse, contextlib, re, sys, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from .core import *
@@ -18,6 +18,7 @@ from .imp import *
 from .lmc import *
 from .perturb import Perturbation, paper_perturbations, perturbation_experiment, plot_effective_std
 from .pretrain import PretrainHparams, pretrain_experiment, plot_pretrain
+from .edgepopup import SupermaskHparams, PAPER_LRS, DENSE, supermask_points, supermask_sweep, plot_supermask
 from .papers import PRESETS, paper_names, run_paper, default_out_dir
 from .papers import _check as _check_paper, _require_runner
 
@@ -26,7 +27,7 @@ __all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'COMMANDS', 'epilog', 'add_common', '
            'check_folder', 'check_common', 'bad_input', 'new_axes', 'write_results', 'command_parser',
            'experiment_group', 'check_replicates', 'train_parser', 'plot_history', 'cmd_train', 'imp_parser',
            'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser', 'cmd_perturb', 'pretrain_parser',
-           'cmd_pretrain', 'replicate_parser', 'cmd_replicate', 'main']
+           'cmd_pretrain', 'supermask_parser', 'cmd_supermask', 'replicate_parser', 'cmd_replicate', 'main']
 
 # %% ../nbs/20_cli.ipynb #152ad850
 def epilog() -> str:
@@ -351,6 +352,61 @@ def cmd_pretrain(args:argparse.Namespace, prog='ticketlab pretrain'):
     print(_wrote(write_results(out, {'pretrain.csv': df}, {'pretrain.png': ax.figure})))
     return df
 
+# %% ../nbs/20_cli.ipynb #0e408b94
+def supermask_parser(p=None) -> argparse.ArgumentParser:
+    "The parser of `ticketlab supermask`."
+    p = command_parser('supermask', "Supermasks in a randomly weighted network: edge-popup over k, or Zhou et al.'s Bernoulli masks (Ramanujan et al. 2020).",
+                       [(TrainHparams, "training hyperparameters (part of the runs' identity unless noted)"),
+                        (SupermaskHparams, 'the supermask (part of the runs\' identity)')], p)
+    for a in p._actions:
+        if a.dest == 'lr': a.default, a.help = None, (f"peak learning rate (default here: the paper's, {PAPER_LRS['edge_popup']:g} for edge_popup, "
+                                                      f"{PAPER_LRS['bernoulli']:g} for bernoulli)")
+    g = experiment_group(p)
+    g.add_argument('--densities', default='', help='edge-popup: the k to sweep, comma-separated, e.g. 0.1,0.3,0.5,0.7,0.9 (default: --density alone)')
+    g.add_argument('--dense-lr', type=float, default=PAPER_LRS[DENSE], help=f'learning rate of the learned dense baseline (default: {PAPER_LRS[DENSE]:g})')
+    g.add_argument('--no-dense', action='store_true', help='skip the learned dense baseline')
+    return add_common(p, 'supermask', 'supermask.csv (one row per replicate × k, and the dense network) and supermask.png')
+
+def _densities(s:str, shp:SupermaskHparams) -> list[float]:
+    if not s.strip(): return [shp.density]
+    if shp.method != 'edge_popup': raise ValueError(f"--densities: k belongs to edge_popup; the {shp.method} mask has none")
+    try: ks = [float(v) for v in s.split(',') if v.strip()]
+    except ValueError: raise ValueError(f'--densities: comma-separated numbers in (0, 1], e.g. 0.3,0.5,0.7; got {s!r}') from None
+    for k in ks:
+        try: shp.replace(density=k)
+        except ValueError as e: raise ValueError(f'--densities: {e}') from None
+    return list(dict.fromkeys(ks))
+
+def _check_supermask(args):
+    check_replicates(args)
+    shp = SupermaskHparams.from_args(args)
+    ks = _densities(args.densities, shp)
+    if args.lr is None: args.lr = PAPER_LRS[shp.method]
+    if not args.dense_lr > 0: raise ValueError(f'--dense-lr must be > 0, got {args.dense_lr}')
+    with warnings.catch_warnings():   # Zhou et al.'s lr 200 moves sigmoid scores, not weights
+        if shp.method == 'bernoulli': warnings.filterwarnings('ignore', message=r'lr=.* is very large')
+        hp = TrainHparams.from_args(args)
+    store, out = check_common(args)
+    data = load_data(hp)
+    plan(hp, data[0])
+    return hp, shp, ks, {shp.method: hp.lr, DENSE: args.dense_lr}, data, store, out
+
+def cmd_supermask(args:argparse.Namespace, prog='ticketlab supermask'):
+    "Run `ticketlab supermask` on parsed `args`: the rows of `supermask_sweep`."
+    with bad_input(prog): hp, shp, ks, lrs, data, store, out = _check_supermask(args)
+    t0 = time.time()
+    pts = supermask_points([hp.model], [hp.width], [shp.replace(density=k) for k in ks], dense=not args.no_dense)
+    df = supermask_sweep(hp, pts, args.replicates, store, data=data, lrs=lrs, device=args.device, progress=not args.no_progress)
+    s = (df.groupby(['method', 'density'], sort=False, dropna=False)
+           .agg(kept=('kept', 'mean'), test_accuracy=('test_accuracy', 'mean'), std=('test_accuracy', 'std'), replicates=('replicate', 'nunique'))
+           .reset_index())
+    print(f'\n{shp.method} supermasks in a random {hp.model} (width {hp.width:g}, {shp.weight_init}) on {hp.dataset}, '
+          f'{args.replicates} replicate(s), {time.time() - t0:.0f} s')
+    print(s.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+    ax = plot_supermask(df, ax=new_axes(figsize=(5.5, 3.8)), title=f'{shp.method} in a random {hp.model} on {hp.dataset}')
+    print(_wrote(write_results(out, {'supermask.csv': df}, {'supermask.png': ax.figure})))
+    return df
+
 # %% ../nbs/20_cli.ipynb #926e4dfb
 def replicate_parser(p=None) -> argparse.ArgumentParser:
     "The parser of `ticketlab replicate`."
@@ -381,6 +437,7 @@ COMMANDS = {'train': (train_parser, cmd_train),
             'lmc': (lmc_parser, cmd_lmc),
             'perturb': (perturb_parser, cmd_perturb),
             'pretrain': (pretrain_parser, cmd_pretrain),
+            'supermask': (supermask_parser, cmd_supermask),
             'replicate': (replicate_parser, cmd_replicate)}
 
 def main(argv=None):

@@ -4,8 +4,10 @@
 
 # %% ../nbs/16_edgepopup.ipynb #c9b7d3e2
 from __future__ import annotations
-import copy, math, warnings
-from dataclasses import dataclass
+import contextlib, copy, math, warnings
+from dataclasses import dataclass, fields
+from typing import Iterable
+import pandas as pd
 import torch, torch.nn.functional as F
 from torch import nn
 from .core import *
@@ -13,11 +15,18 @@ from .models import *
 from .masks import *
 from .train import *
 from .evaluate import evaluate
+from .data import ImageData
+from .store import Store, Run
+from .runs import RunSpec, train_runs, load_data, replicate
 
 # %% auto #0
-__all__ = ['METHODS', 'EVAL_MASKS', 'WEIGHT_INITS', 'SCORE_INITS', 'BN_MODES', 'kept_count', 'topk_mask', 'GetSubnet',
-           'BernoulliSample', 'SupermaskMixin', 'SupermaskConv2d', 'SupermaskLinear', 'init_random_weights_',
-           'SupermaskHparams', 'supermask_model', 'supermask_train_hparams', 'to_ticket', 'lottery_check']
+__all__ = ['METHODS', 'EVAL_MASKS', 'WEIGHT_INITS', 'SCORE_INITS', 'BN_MODES', 'SUPERMASK_KIND', 'DENSE', 'PAPER_LRS',
+           'kept_count', 'topk_mask', 'GetSubnet', 'BernoulliSample', 'SupermaskMixin', 'SupermaskConv2d',
+           'SupermaskLinear', 'init_random_weights_', 'SupermaskHparams', 'supermask_model', 'supermask_train_hparams',
+           'to_ticket', 'lottery_check', 'build_supermask_model', 'SampleSeedCB', 'supermask_spec', 'supermask_run',
+           'load_supermask', 'large_lr_ok', 'method_hparams', 'learned_dense_run', 'supermask_points',
+           'supermask_sweep', 'chosen_weights', 'chosen_weight_summary', 'plot_supermask', 'plot_supermask_bars',
+           'plot_chosen_weights']
 
 # %% ../nbs/16_edgepopup.ipynb #90ffc30f
 def kept_count(numel:int, # weights in the layer
@@ -216,3 +225,198 @@ def lottery_check(sm_model:nn.Module, # a trained supermask model
     "App. C.2's comparison: the random weights (unmasked), the supermask found, and a random mask with its layerwise counts."
     state, found = to_ticket(sm_model, apply_mask=False)
     return state, found, random_prune(found, seed)
+
+# %% ../nbs/16_edgepopup.ipynb #0f633b6d
+SUPERMASK_KIND = 'supermask'   # the store's folder of supermask runs
+
+def build_supermask_model(hp:TrainHparams, # architecture, width and init seed
+                          shp:SupermaskHparams, # the supermask
+                          train:ImageData, # gives the number of classes and the input shape
+                         ) -> nn.Module:
+    "`hp`'s architecture for `train` as a supermask model, its random weights and scores drawn from `hp.init_seed` (torch's global generator is left as it was)."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(hp.init_seed)
+        return supermask_model(get_model(hp.model, train.num_classes, train.shape, width=hp.width), shp)
+
+class SampleSeedCB(Callback):
+    "Seed torch's global generator from (data seed, step) before every step: sampled Bernoulli masks repeat exactly on a resume."
+    order = -10
+    def before_step(self, t): torch.manual_seed(derive_seed(t.hp.data_seed, 'supermask_sample', t.step))
+
+# %% ../nbs/16_edgepopup.ipynb #175506fb
+def supermask_spec(hp:TrainHparams, # the optimisation (e.g. `supermask_train_hparams`), architecture and seeds
+                   shp:SupermaskHparams, # the supermask
+                   data:tuple|None=None, # (train, test); default what `hp` names
+                   **kw, # other `RunSpec` fields: eval_every, checkpoints, save_every, callbacks
+                  ) -> RunSpec:
+    "The `RunSpec` of a supermask run: kind `supermask`, keyed by every field of `shp`, its model from `build_supermask_model`."
+    if not isinstance(shp, SupermaskHparams): raise TypeError(f'shp must be SupermaskHparams, got {type(shp).__name__}')
+    cbs = [*kw.pop('callbacks', ()), *([SampleSeedCB()] if shp.method == 'bernoulli' else [])]
+    return RunSpec(hp, SUPERMASK_KIND, dict(model='supermask', supermask=shp.to_dict()), data=data,
+                   model=lambda h, train: build_supermask_model(h, shp, train), callbacks=cbs, **kw)
+
+def supermask_run(hp:TrainHparams, # the optimisation, architecture and seeds
+                  shp:SupermaskHparams, # the supermask
+                  store:Store|None=None, # default: the store under TICKETLAB_HOME
+                  *, data:tuple|None=None, eval_every='1ep', device=None, progress:bool=True) -> Run:
+    "Train (or reuse, or resume) one supermask run; its summary holds the test accuracy at the last step."
+    return train_runs([supermask_spec(hp, shp, data, eval_every=eval_every)], store, device=device, progress=progress)[0]
+
+def load_supermask(run:Run, # a finished supermask run
+                   data:tuple|None=None, # (train, test) it trained on; default what its hparams name
+                  ) -> nn.Module:
+    "The trained supermask model of a stored supermask run (its last checkpoint), in eval mode."
+    if run.kind != SUPERMASK_KIND or 'supermask' not in run.key:
+        raise ValueError(f"{run} is a {run.kind!r} run, not a supermask run (kind {SUPERMASK_KIND!r}); a dense run's weights are run.weights(step)")
+    train = (data or load_data(run.hparams))[0]
+    model = build_supermask_model(run.hparams, SupermaskHparams.from_dict(run.key['supermask']), train)
+    model.load_state_dict(run.weights(run.checkpoint_steps()[-1]))
+    return model.eval()
+
+# %% ../nbs/16_edgepopup.ipynb #f46b62a3
+DENSE = 'dense'   # the method name of the learned dense baseline in tables
+PAPER_LRS = {'edge_popup': 0.1, 'bernoulli': 200.0, DENSE: 0.01}   # §4.1 and §4.4
+
+@contextlib.contextmanager
+def large_lr_ok():
+    "Inside the block, `TrainHparams` does not warn that a learning rate is very large (Zhou et al.'s 200 moves sigmoid scores, not weights)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=r'lr=.* is very large')
+        yield
+
+def method_hparams(hp:TrainHparams, # the optimisation shared by every method
+                   method:str, # 'edge_popup', 'bernoulli' or 'dense'
+                   lrs:dict|None=None, # learning rate per method, overriding `PAPER_LRS`
+                  ) -> TrainHparams:
+    "`hp` with the learning rate of `method`: `lrs[method]`, else the paper's `PAPER_LRS[method]`."
+    bad = [m for m in [method, *(lrs or {})] if m not in PAPER_LRS]
+    if bad: raise ValueError(f"unknown method {bad[0]!r}; choose one of {', '.join(PAPER_LRS)}")
+    with large_lr_ok(): return hp.replace(lr={**PAPER_LRS, **(lrs or {})}[method])
+
+def learned_dense_run(hp:TrainHparams, # the dense network's training (e.g. `method_hparams(hp, 'dense')`)
+                      store:Store|None=None, *, data:tuple|None=None, eval_every='1ep', device=None, progress:bool=True) -> Run:
+    "§4.1's *Learned Dense Weights*: the same architecture with its weights trained, the runs layer's ordinary `train` run."
+    return train_runs([RunSpec(hp, data=data, eval_every=eval_every)], store, device=device, progress=progress)[0]
+
+# %% ../nbs/16_edgepopup.ipynb #19776077
+def supermask_points(models:Iterable[str], # architectures, e.g. ['conv2', 'conv4']
+                     widths:Iterable[float], # width multipliers
+                     shps:Iterable[SupermaskHparams], # supermasks, e.g. one per k
+                     dense:bool=True, # add the learned dense network of each (model, width)
+                    ) -> list[tuple]:
+    "The grid of sweep points: every (model, width, supermask), and (model, width, None) for the dense network."
+    shps = list(shps)
+    return [(m, w, s) for m in models for w in widths for s in ([None] if dense else []) + shps]
+
+def _point(pt) -> tuple:
+    if not (isinstance(pt, tuple) and len(pt) == 3 and (pt[2] is None or isinstance(pt[2], SupermaskHparams))):
+        raise TypeError(f'a sweep point is (model, width, SupermaskHparams or None for the dense network), got {pt!r}')
+    return pt
+
+# %% ../nbs/16_edgepopup.ipynb #259f6de9
+def _row(model, width, shp, r, h, run, data) -> dict:
+    s = run.summary()
+    if shp is None: sm = dict({f.name: None for f in fields(SupermaskHparams)}, method=DENSE, density=1.0)
+    else: sm = dict(shp.to_dict(), density=shp.density if shp.method == 'edge_popup' else float('nan'))
+    kept = 1.0 if shp is None else to_ticket(load_supermask(run, data))[1].density
+    return dict(model=model, width=width, **sm, replicate=r, lr=h.lr, kept=kept, test_accuracy=s['test_accuracy'],
+                test_loss=s['test_loss'], train_accuracy=s['train_accuracy'], run=run.name)
+
+def supermask_sweep(hp:TrainHparams, # the optimisation of every run (model, width and lr are set per point)
+                    points:Iterable[tuple], # (model, width, SupermaskHparams or None), e.g. from `supermask_points`
+                    replicates:int=1, # random networks (and data orders) per point: `replicate(hp, r)`
+                    store:Store|None=None, # default: the store under TICKETLAB_HOME
+                    *, data:tuple|None=None, # (train, test); default what `hp` names
+                    lrs:dict|None=None, # learning rate per method, overriding `PAPER_LRS`
+                    eval_every=None, # test evaluation period (default: once, at the end)
+                    device=None, progress:bool=False) -> pd.DataFrame:
+    "Train (or reuse) every point × replicate through `train_runs`; one row per run."
+    if replicates < 1: raise ValueError(f'replicates must be >= 1, got {replicates}')
+    data, store, jobs = data or load_data(hp), store or Store(), []
+    for model, width, shp in map(_point, points):
+        for r in range(replicates):
+            with large_lr_ok():   # `hp` may carry Zhou et al.'s rate; each method's is set here
+                h = method_hparams(replicate(hp.replace(model=model, width=width), r), DENSE if shp is None else shp.method, lrs)
+            ev = eval_every or h.training_steps
+            spec = RunSpec(h, data=data, eval_every=ev) if shp is None else supermask_spec(h, shp, data, eval_every=ev)
+            jobs.append((model, width, shp, r, h, spec))
+    runs = train_runs([j[-1] for j in jobs], store, device=device, progress=progress)
+    return pd.DataFrame([_row(*j[:-1], run, data) for j, run in zip(jobs, runs)])
+
+# %% ../nbs/16_edgepopup.ipynb #d552db3a
+def _supermask_layers(sm_model:nn.Module):
+    for name, m in sm_model.named_modules():
+        if isinstance(m, SupermaskMixin):
+            w = m.weight.detach().float().cpu().flatten()
+            yield f'{name}.weight', w / w.std(), m.keep_mask().cpu().flatten()
+
+def chosen_weights(sm_model:nn.Module, # a trained supermask model
+                   bins:int=40, # histogram bins over [-lim, lim]
+                   lim:float=3.5, # the range, in standard deviations; the outer bins hold the tails
+                  ) -> pd.DataFrame:
+    "Per supermask layer, a histogram of its frozen weights in units of the layer's std: all of them and those kept."
+    edges, rows = torch.linspace(-lim, lim, bins + 1), []
+    for layer, z, keep in _supermask_layers(sm_model):
+        z = z.clamp(-lim, lim)
+        h_all, h_kept = torch.histogram(z, edges).hist, torch.histogram(z[keep], edges).hist
+        rows += [dict(layer=layer, lo=float(a), hi=float(b), all=int(x), chosen=int(y))
+                 for a, b, x, y in zip(edges[:-1], edges[1:], h_all, h_kept)]
+    return pd.DataFrame(rows)
+
+def chosen_weight_summary(sm_model:nn.Module) -> pd.DataFrame:
+    "Per supermask layer: weights, the fraction kept, and the mean |w|/std of all weights and of the kept ones."
+    return pd.DataFrame([dict(layer=layer, weights=len(z), kept=float(keep.float().mean()), mean_abs_all=float(z.abs().mean()),
+                              mean_abs_chosen=float(z[keep].abs().mean())) for layer, z, keep in _supermask_layers(sm_model)])
+
+# %% ../nbs/16_edgepopup.ipynb #dc4f0203
+def _label(g:pd.Series) -> str:
+    sm = '' if g.method == DENSE else f", {g.weight_init.replace('_', ' ')}"
+    return f"{g.model}{'' if g.width == 1 else f' ×{g.width:g}'}: {g.method.replace('_', '-')}{sm}"
+
+def plot_supermask(df:pd.DataFrame, # `supermask_sweep` rows
+                   x:str='density', # 'density' (accuracy against k, Fig. 3) or 'width' (Fig. 4)
+                   ax=None, title:str|None=None):
+    "Test accuracy (%) against k or width, one line per setting, mean ± std over replicates; the dense networks dashed: the axes."
+    import matplotlib.pyplot as plt
+    if x not in ('density', 'width'): raise ValueError(f"x must be 'density' or 'width', got {x!r}")
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    by = ['model', 'method', 'weight_init'] + (['width'] if x == 'density' else ['density'])
+    sm, dense = df[df.method != DENSE], df[df.method == DENSE]
+    for key, g in sm.groupby(by, sort=False):
+        if x == 'density': g = g.assign(density=g.density.fillna(g.kept.round(2)))   # Zhou et al.'s masks: at the fraction kept
+        a = g.groupby(x).test_accuracy.agg(['mean', 'std']).fillna(0.0)
+        lab = _label(g.iloc[0]) + ('' if x == 'density' or g.method.iloc[0] != 'edge_popup' else f', k={g.density.iloc[0]:g}')
+        ax.errorbar(100 * a.index if x == 'density' else a.index, 100 * a['mean'], yerr=100 * a['std'], marker='o', ms=3, capsize=2, label=lab)
+    for key, g in dense.groupby(['model'] + (['width'] if x == 'density' else []), sort=False):
+        a = g.groupby('width').test_accuracy.agg(['mean', 'std']).fillna(0.0)
+        if x == 'density': ax.axhline(100 * a['mean'].iloc[0], ls='--', lw=1, color='0.4' if dense.model.nunique() == 1 else None, label=_label(g.iloc[0]))
+        else: ax.errorbar(a.index, 100 * a['mean'], yerr=100 * a['std'], ls='--', marker='s', ms=3, capsize=2, label=_label(g.iloc[0]))
+    ax.set(xlabel='% of weights (k)' if x == 'density' else 'width multiplier', ylabel='test accuracy (%)', title=title)
+    ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    return ax
+
+def plot_supermask_bars(df:pd.DataFrame, # `supermask_sweep` rows
+                        ax=None, title:str|None=None):
+    "One bar per setting (model, width, method, distribution, k): test accuracy (%), mean ± std over replicates: the axes."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
+    labs, means, stds = [], [], []
+    for _, g in df.groupby(['model', 'width', 'method', 'weight_init', 'density'], sort=False, dropna=False):
+        r = g.iloc[0]
+        labs.append(_label(r) + (f', k={r.density:g}' if r.method == 'edge_popup' else ''))
+        means.append(100 * g.test_accuracy.mean()); stds.append(100 * (g.test_accuracy.std() if len(g) > 1 else 0.0))
+    ax.barh(range(len(labs)), means, xerr=stds, capsize=2, color='C0')
+    ax.set_yticks(range(len(labs)), labs, fontsize=7); ax.invert_yaxis()
+    ax.set(xlabel='test accuracy (%)', title=title); ax.grid(alpha=0.3, axis='x')
+    return ax
+
+def plot_chosen_weights(hist:pd.DataFrame, # `chosen_weights` rows
+                        ax=None, title:str|None=None):
+    "The frozen weights (in std units, pooled over layers) as densities: all of them against those the supermask keeps: the axes."
+    import matplotlib.pyplot as plt
+    ax = ax or plt.subplots(figsize=(5, 3.5))[1]
+    h = hist.groupby(['lo', 'hi'])[['all', 'chosen']].sum().reset_index()
+    for col, kw in (('all', dict(color='0.6', label='all weights')), ('chosen', dict(color='C1', label='chosen by the supermask'))):
+        ax.stairs(h[col] / h[col].sum() / (h.hi - h.lo), [*h.lo, h.hi.iloc[-1]], lw=1.5, **kw)
+    ax.set(xlabel='weight / layer std', ylabel='density', title=title); ax.legend(fontsize=7); ax.grid(alpha=0.3)
+    return ax
