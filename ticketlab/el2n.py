@@ -14,10 +14,13 @@ from .core import ticketlab_home, atomic_write, make_generator, default_device, 
 from .data import ImageData
 from .loader import eval_batches
 from .train import TrainHparams
+from .store import Store
+from .runs import RunSpec, train_runs, ensure_checkpoints, load_data, build_model, plan
 
 # %% auto #0
-__all__ = ['SELECTIONS', 'ensemble_hparams', 'error_l2_norms', 'el2n_scores', 'grad_norms', 'grand_scores', 'scores_meta',
-           'Scores', 'list_scores', 'select_by_score', 'subset_by_score', 'plot_scores']
+__all__ = ['SCORE_KINDS', 'SELECTIONS', 'ensemble_hparams', 'error_l2_norms', 'el2n_scores', 'grad_norms', 'grand_scores',
+           'scores_meta', 'Scores', 'list_scores', 'ensemble_scores', 'select_by_score', 'subset_by_score',
+           'plot_scores']
 
 # %% ../nbs/14_el2n.ipynb #01bdd8fa
 def ensemble_hparams(hp:TrainHparams, # the training recipe of every member
@@ -276,6 +279,59 @@ def from_csv(cls:Scores, path, # a CSV with a `score` column (and optionally `in
         if not np.array_equal(np.sort(idx), np.arange(len(df))): raise ValueError(f'{path}: `index` must hold 0..{len(df) - 1}, each once')
         df = df.set_index('index').sort_index()
     return cls(df['score'].to_numpy(np.float64), name or Path(path).stem, meta)
+
+# %% ../nbs/14_el2n.ipynb #e5d2a1c1
+SCORE_KINDS = ('el2n', 'grand')
+_IDENTITY = ('kind', 'K', 't', 'hparams', 'train_hashes', 'data', 'data_id')
+
+def _identity(meta:dict) -> dict:
+    "The part of a score's meta that says what was computed (not when, not the descriptive recipe)."
+    m = json.loads(json.dumps(meta, sort_keys=True, default=str))
+    return {k: m.get(k) for k in _IDENTITY}
+
+def _ensemble_name(hp:TrainHparams, kind:str, K:int, t:int, ident:dict) -> str:
+    h = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
+    return re.sub(r'[^A-Za-z0-9._=+-]', '_', f'{hp.dataset}-{hp.model}-{kind}-K{K}-t{t}-{h}')
+
+# %% ../nbs/14_el2n.ipynb #e5d2a1c2
+def _check_saved(name:str, root, want:dict) -> Scores|None:
+    "The scores saved under `name` if they are of `want`'s inputs; None if nothing is saved there; an error if others are."
+    path = _scores_dir(root)/f'{name}.npz'
+    if not path.is_file(): return None
+    old = Scores.load(name, root)
+    got = _identity(old.meta)
+    diff = [k for k in _IDENTITY if got[k] != want[k]]
+    if diff: raise ValueError(f'scores named {name!r} ({path}) are of other inputs: ' + '; '.join(f'{k} {got[k]} there, {want[k]} here' for k in diff)
+                              + '; pass another name, or delete the file to recompute')
+    return old
+
+# %% ../nbs/14_el2n.ipynb #e5d2a1c3
+def ensemble_scores(hp:TrainHparams, # the recipe of every member; its seeds are member 0's
+                    K:int, # the number of independently trained networks
+                    steps, # t: the iteration they are scored at (an int or a Step; epochs of the training set)
+                    kind:str='el2n', # 'el2n' or 'grand'
+                    store:Store|None=None, # the run store (default: the one under TICKETLAB_HOME)
+                    *,
+                    data:tuple|None=None, # (train, test): the networks train on train, whose examples and labels are scored; default what `hp` names
+                    name:str|None=None, # the artifact's name (default: dataset, model, kind, K, t and a hash of the inputs)
+                    root=None, # the folder of named scores (default `ticketlab_home()/'scores'`)
+                    device=None, progress:bool=True) -> Scores:
+    "App. A: K networks `ensemble_hparams(hp, K)` trained to step t, their mean EL2N or GraNd per training example, saved as `name` (or loaded)."
+    if kind not in SCORE_KINDS: raise ValueError(f'unknown score kind {kind!r}; choose one of {", ".join(SCORE_KINDS)}')
+    data = data or load_data(hp)
+    train, hps = data[0], ensemble_hparams(hp, K)
+    t = plan(hp, train).it(steps, 'score step t')
+    meta = scores_meta(kind, train, hps, t, hparams=hp.hash, data_id=train.id)
+    want = _identity(meta)
+    name = name or _ensemble_name(hp, kind, K, t, want)
+    Scores(np.zeros(0), name)                                  # a bad name fails here, before any training
+    if (old := _check_saved(name, root, want)) is not None: return old
+    specs = [RunSpec(h, data=data, checkpoints=[t], eval_every=h.training_steps) for h in hps]
+    runs = [ensure_checkpoints(r, [t], data, device=device) for r in train_runs(specs, store, device=device, progress=progress)]
+    fn, dev = (el2n_scores if kind == 'el2n' else grand_scores), device if device is not None else default_device()
+    s = Scores(fn([r.weights(t) for r in runs], train, model=build_model(hp, train), device=dev), name, meta)
+    s.save(root)
+    return s
 
 # %% ../nbs/14_el2n.ipynb #783f3e93
 SELECTIONS = ('easiest', 'hardest', 'random')
