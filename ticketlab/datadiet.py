@@ -17,8 +17,8 @@ from .el2n import Scores, select_by_score, subset_by_score
 
 # %% auto #0
 __all__ = ['DIET_SUBSETS', 'DIET_COLUMNS', 'diet_subset', 'subset_pretrain', 'subset_pretrained_dense_run', 'subset_imp',
-           'DataDietHparams', 'data_diet_experiment', 'diet_condition', 'dominance_table', 'dominates',
-           'matching_initialization', 'plot_data_diet']
+           'DataDietHparams', 'diet_conditions', 'data_diet_experiment', 'diet_condition', 'dominance_table',
+           'dominates', 'matching_initialization', 'plot_data_diet']
 
 # %% ../nbs/14a_datadiet.ipynb #c95d2654
 DIET_SUBSETS = ('random', 'easiest', 'hardest', 'all')
@@ -114,7 +114,7 @@ class DataDietHparams(Hparams):
     sizes:str = hp('512', 'the subset sizes M, comma-separated')
     steps:str = hp('200it', 'pre-training steps t_r on each subset (epochs: of the full training set)', step=True)
     references:str = hp('0it', "all-data pre-training steps, comma-separated (Figure 2's dashed curves; 0it: IMP rewinding to iteration 0), e.g. '0it,200it,400it'")
-    lr:float = hp(0.0, 'the pre-training learning rate (Table 1: 0.4 on CIFAR-10); 0: the main learning rate', lo=0)
+    pretrain_lr:float = hp(0.0, 'the pre-training learning rate (Table 1: 0.4 on CIFAR-10); 0: the main learning rate', lo=0)
     seed:int = hp(0, 'seed of the random subsets', lo=0)
 
     def subset_list(self) -> list[str]:
@@ -144,6 +144,22 @@ class DataDietHparams(Hparams):
         super().validate(); self.subset_list(); self.size_list(); self.reference_list()
         if not self.subset_list() and not self.reference_list(): raise ValueError('nothing to run: give subsets= or references=')
 
+def diet_conditions(hp:TrainHparams, # the main run
+                    dhp:DataDietHparams, # the subsets, sizes, t_r and references
+                    ihp:ImpHparams, # IMP (strategy 'wr')
+                    train:ImageData, # the full training set
+                    scores=None, # a `Scores` or one number per training example; needed for easiest and hardest
+                   ) -> dict:
+    "Everything `data_diet_experiment` checks before it trains: {(subset, M, t_r in iterations): the pre-training set}."
+    if ihp.strategy != 'wr': raise ValueError(f"IMP must rewind weights (strategy 'wr'), got {ihp.strategy!r}")
+    conds = [(w, m, _rewind_it(hp, train, dhp.steps)) for w in dhp.subset_list() for m in dhp.size_list()]
+    conds += [('all', len(train), _rewind_it(hp, train, t)) for t in dhp.reference_list()]
+    subsets = {(w, m): diet_subset(train, w, m, scores, dhp.seed) for w, m, _ in conds}      # bad sizes or scores fail here
+    for w, m, k in conds:
+        if k > 0 and w != 'all' and m < hp.batch_size: raise ValueError(f'sizes: M={m} is fewer than one batch ({hp.batch_size})')
+        check_imp(hp, ihp.replace(rewind_step=f'{k}it'), train)
+    return {(w, m, k): subsets[w, m] for w, m, k in conds}
+
 def data_diet_experiment(hp:TrainHparams, # the main run (replicate 0)
                          dhp:DataDietHparams, # the subsets, sizes, t_r and references
                          ihp:ImpHparams, # IMP (strategy 'wr'); each condition rewinds to its own t_r
@@ -152,19 +168,12 @@ def data_diet_experiment(hp:TrainHparams, # the main run (replicate 0)
                          progress:bool=False) -> pd.DataFrame:
     "Figures 2, 3 and 11: IMP from $w^S_{t_r}$ per subset × size, and from $w_t$ (all data) per reference t; one row per condition × replicate × level."
     if replicates < 1: raise ValueError(f'replicates must be >= 1, got {replicates}')
-    if ihp.strategy != 'wr': raise ValueError(f"IMP must rewind weights (strategy 'wr'), got {ihp.strategy!r}")
     data, store, rows = data or load_data(hp), store or Store(), []
-    train = data[0]
-    conds = [(w, m, _rewind_it(hp, train, dhp.steps)) for w in dhp.subset_list() for m in dhp.size_list()]
-    conds += [('all', len(train), _rewind_it(hp, train, t)) for t in dhp.reference_list()]
-    subsets = {(w, m): diet_subset(train, w, m, scores, dhp.seed) for w, m, _ in conds}      # bad sizes or scores fail here, before any training
-    for w, m, k in conds:
-        if k > 0 and w != 'all' and m < hp.batch_size: raise ValueError(f'sizes: M={m} is fewer than one batch ({hp.batch_size})')
-        check_imp(hp, ihp.replace(rewind_step=f'{k}it'), train)
+    conds = diet_conditions(hp, dhp, ihp, data[0], scores)                                   # before any training
     for r in range(replicates):
         hp_r = replicate(hp, r)
-        for w, m, k in conds:
-            for rec in subset_imp(hp_r, ihp, subsets[w, m], k, store, data=data, lr=dhp.lr or None, eval_every=hp.training_steps,
+        for (w, m, k), subset in conds.items():
+            for rec in subset_imp(hp_r, ihp, subset, k, store, data=data, lr=dhp.pretrain_lr or None, eval_every=hp.training_steps,
                                   device=device, progress=progress):
                 s = rec['run'].summary()
                 rows.append(dict(subset=w, size=m, rewind_step=k, replicate=r, level=rec['level'], density=rec['density'],

@@ -19,8 +19,8 @@ from .runs import RunSpec, train_runs, ensure_checkpoints, load_data, build_mode
 
 # %% auto #0
 __all__ = ['SCORE_KINDS', 'SELECTIONS', 'ensemble_hparams', 'error_l2_norms', 'el2n_scores', 'grad_norms', 'grand_scores',
-           'scores_meta', 'Scores', 'list_scores', 'ensemble_scores', 'select_by_score', 'subset_by_score',
-           'plot_scores']
+           'scores_meta', 'Scores', 'list_scores', 'ensemble_plan', 'ensemble_scores', 'select_by_score',
+           'subset_by_score', 'plot_scores']
 
 # %% ../nbs/14_el2n.ipynb #01bdd8fa
 def ensemble_hparams(hp:TrainHparams, # the training recipe of every member
@@ -306,6 +306,16 @@ def _check_saved(name:str, root, want:dict) -> Scores|None:
     return old
 
 # %% ../nbs/14_el2n.ipynb #e5d2a1c3
+def ensemble_plan(hp:TrainHparams, K:int, steps, kind:str, train:ImageData, name:str|None=None, root=None) -> tuple:
+    "What `ensemble_scores` checks before it trains: (the K hparams, t in iterations, the meta, the name, the saved scores or None)."
+    if kind not in SCORE_KINDS: raise ValueError(f'unknown score kind {kind!r}; choose one of {", ".join(SCORE_KINDS)}')
+    hps, t = ensemble_hparams(hp, K), plan(hp, train).it(steps, 'score step t')
+    meta = scores_meta(kind, train, hps, t, hparams=hp.hash, data_id=train.id)
+    want = _identity(meta)
+    name = name or _ensemble_name(hp, kind, K, t, want)
+    Scores(np.zeros(0), name)                                  # a bad name fails here, before any training
+    return hps, t, meta, name, _check_saved(name, root, want)
+
 def ensemble_scores(hp:TrainHparams, # the recipe of every member; its seeds are member 0's
                     K:int, # the number of independently trained networks
                     steps, # t: the iteration they are scored at (an int or a Step; epochs of the training set)
@@ -317,15 +327,10 @@ def ensemble_scores(hp:TrainHparams, # the recipe of every member; its seeds are
                     root=None, # the folder of named scores (default `ticketlab_home()/'scores'`)
                     device=None, progress:bool=True) -> Scores:
     "App. A: K networks `ensemble_hparams(hp, K)` trained to step t, their mean EL2N or GraNd per training example, saved as `name` (or loaded)."
-    if kind not in SCORE_KINDS: raise ValueError(f'unknown score kind {kind!r}; choose one of {", ".join(SCORE_KINDS)}')
     data = data or load_data(hp)
-    train, hps = data[0], ensemble_hparams(hp, K)
-    t = plan(hp, train).it(steps, 'score step t')
-    meta = scores_meta(kind, train, hps, t, hparams=hp.hash, data_id=train.id)
-    want = _identity(meta)
-    name = name or _ensemble_name(hp, kind, K, t, want)
-    Scores(np.zeros(0), name)                                  # a bad name fails here, before any training
-    if (old := _check_saved(name, root, want)) is not None: return old
+    train = data[0]
+    hps, t, meta, name, old = ensemble_plan(hp, K, steps, kind, train, name, root)
+    if old is not None: return old
     specs = [RunSpec(h, data=data, checkpoints=[t], eval_every=h.training_steps) for h in hps]
     runs = [ensure_checkpoints(r, [t], data, device=device) for r in train_runs(specs, store, device=device, progress=progress)]
     fn, dev = (el2n_scores if kind == 'el2n' else grand_scores), device if device is not None else default_device()
