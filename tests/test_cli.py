@@ -57,11 +57,34 @@ BAD = [
     ('supermask', ['--replicates', '0'], '>= 1'),
     ('supermask', ['--model', 'conv5'], 'conv4'),
     ('supermask', ['--density', '2'], 'outside'),
+    ('scores', ['frobnicate'], "choose from 'compute', 'export', 'import', 'list'"),
+    ('scores', [], '--steps: give t'),
+    ('scores', ['--steps', '99ep'], 'after the end of training'),
+    ('scores', ['--steps', '1it', '--kind', 'margin'], 'choose one of el2n, grand'),
+    ('scores', ['--steps', '1it', '--K', '0'], 'K must be >= 1'),
+    ('scores', ['--steps', '1it', '--name', '../x'], 'bad scores name'),
+    ('scores', ['--steps', '1it', '--csv', 'x.csv'], 'belong to export and import'),
+    ('scores', ['--steps', '1it', '--model', 'resnet21'], 'resnet20'),
+    ('scores', ['export', '--csv', 'x.csv'], 'export: --name the saved scores'),
+    ('scores', ['export', '--name', 'nope', '--csv', 'x.csv'], "no scores named 'nope'"),
+    ('scores', ['export', '--name', 'nope'], 'give --npy FILE and/or --csv FILE'),
+    ('scores', ['import'], 'give one of --npy FILE or --csv FILE'),
+    ('scores', ['import', '--npy', 'none.npy'], 'no such file'),
+    ('datadiet', [], 'rank the examples by saved scores'),
+    ('datadiet', ['--scores', 'nope'], "no scores named 'nope'"),
+    ('datadiet', ['--subsets', 'median'], 'choose from random, easiest, hardest'),
+    ('datadiet', ['--subsets', 'random', '--sizes', '32'], 'fewer than one batch'),
+    ('datadiet', ['--subsets', 'random', '--steps', '99ep'], 'after the end of training'),
+    ('datadiet', ['--subsets', 'random', '--strategy', 'lrr'], "'wr'"),
+    ('datadiet', ['--subsets', 'random', '--rewind-step', '5it'], "own t_r"),
+    ('datadiet', ['--score-steps', '1it', '--kind', 'margin'], 'choose one of el2n, grand'),
+    ('datadiet', ['--replicates', '0'], '>= 1'),
+    ('datadiet', ['--lr', '0.1', '--pretrain-lr', '-1', '--subsets', 'random'], 'outside'),
     ('replicate', ['nope'], 'choose one of early_phase'),
     ('replicate', ['lmc', '--preset', 'huge'], 'choose one of smoke, cpu, paper'),
     ('replicate', [], 'required: name'),
-] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc', 'supermask')] \
-  + [(c, ['--device', 'cuda:99'], 'not a device of this machine') for c in ('train', 'imp', 'lmc', 'supermask')]
+] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc', 'supermask', 'scores', 'datadiet')] \
+  + [(c, ['--device', 'cuda:99'], 'not a device of this machine') for c in ('train', 'imp', 'lmc', 'supermask', 'scores', 'datadiet')]
 
 @pytest.mark.parametrize('command,args,expect', BAD, ids=[f'{c} {" ".join(a)}' for c, a, _ in BAD])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, command, args, expect):
@@ -90,7 +113,7 @@ def test_bad_input_leaves_the_default_store_alone(tmp_path, monkeypatch, capsys)
 
 def test_unknown_command(capsys):
     code, _, err = run_main(capsys, 'frobnicate')
-    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, perturb, pretrain, supermask, replicate' in err
+    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, perturb, pretrain, supermask, scores, datadiet, replicate' in err
 
 # --- help ----------------------------------------------------------------------------------------------------------
 
@@ -114,6 +137,10 @@ def test_flags_of_each_command():
     assert CLI_DEFAULTS['imp'] == dict(fraction=0.5, levels=8)
     assert {'--method', '--density', '--densities', '--weight-init', '--score-init', '--bn', '--prune-first', '--no-prune-last',
             '--eval-mask', '--replicates', '--dense-lr', '--no-dense', '--training-steps', '--lr'} | common <= flags['supermask']
+    assert {'--kind', '--K', '--steps', '--score-steps', '--name', '--npy', '--csv', '--scores-dir', '--training-steps', '--model'} | common <= flags['scores']
+    assert {'--subsets', '--sizes', '--steps', '--references', '--pretrain-lr', '--seed', '--strategy', '--levels', '--fraction', '--replicates',
+            '--scores', '--score-steps', '--K', '--kind', '--scores-dir', '--lr', '--training-steps'} | common <= flags['datadiet']
+    assert CLI_DEFAULTS['datadiet'] == dict(fraction=0.5, levels=3)
 
 def test_top_level_help_as_a_user_runs_it(tmp_path):
     p = ticketlab('--help', cwd=tmp_path)
@@ -204,3 +231,47 @@ def test_supermask_bernoulli_takes_the_papers_rate(tmp_path):
     assert p.returncode == 0 and 'very large' not in p.stderr, p.stderr
     df = pd.read_csv(tmp_path/'out'/'supermask.csv')
     assert df.method.tolist() == ['bernoulli'] and df.lr.tolist() == [200.0] and df.density.isna().all() and 0 < df.kept[0] < 1
+
+def test_scores_compute_reuse_refuse_export_import_list(tmp_path):
+    "App. A's ensemble through the CLI: computed once (K dense runs in the store), loaded the second time, shared as CSV and .npy."
+    import numpy as np
+    from ticketlab.el2n import Scores
+    sdir = ['--scores-dir', str(tmp_path/'scores')]
+    common = ['--training-steps', '2ep', '--K', '2', '--steps', '10it', '--name', 'dig', '--precision', 'fp32', '--no-progress', *sdir]
+    p = ticketlab('scores', *common, '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "Scores('dig': el2n, 1437 examples" in p.stdout and 'K=2 networks at t=10it' in p.stdout
+    df = pd.read_csv(tmp_path/'out'/'scores.csv')
+    assert list(df.columns) == ['index', 'score', 'rank', 'label'] and len(df) == 1437 and df.score.between(0, 2**0.5).all()
+    assert (tmp_path/'out'/'scores.png').stat().st_size > 1000 and len(list((tmp_path/'store'/'train').iterdir())) == 2
+    s = Scores.load('dig', tmp_path/'scores')
+    assert (s.meta['kind'], s.meta['K'], s.meta['t']) == ('el2n', 2, 10) and np.array_equal(s.values, df.score.to_numpy())
+    p = ticketlab('scores', *common, '--store', str(tmp_path/'store2'), '--out', str(tmp_path/'out2'), cwd=tmp_path)
+    assert p.returncode == 0 and not (tmp_path/'store2').exists(), p.stderr          # loaded: nothing trained
+    p = ticketlab('scores', *common, '--kind', 'grand', '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out3'), cwd=tmp_path)
+    assert p.returncode == 2 and 'kind el2n there, grand here' in p.stderr and not (tmp_path/'out3').exists()
+    p = ticketlab('scores', 'export', '--name', 'dig', '--npy', str(tmp_path/'dig.npy'), '--csv', str(tmp_path/'dig.csv'), *sdir, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert np.array_equal(np.load(tmp_path/'dig.npy'), s.values) and np.array_equal(pd.read_csv(tmp_path/'dig.csv').score, s.values)
+    for flag, f, name in (('--csv', 'dig.csv', 'from-csv'), ('--npy', 'dig.npy', 'from-npy')):
+        p = ticketlab('scores', 'import', flag, str(tmp_path/f), '--name', name, *sdir, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+        assert np.array_equal(Scores.load(name, tmp_path/'scores').values, s.values)
+    assert Scores.load('from-npy', tmp_path/'scores').meta == s.meta                 # the .json sidecar carries the meta
+    p = ticketlab('scores', 'list', *sdir, cwd=tmp_path)
+    assert p.returncode == 0 and all(n in p.stdout for n in ('dig', 'from-csv', 'from-npy')), p.stdout
+    assert not (tmp_path/'ticketlab_out').exists()
+
+def test_datadiet_computes_scores_then_pretrains_on_subsets(tmp_path):
+    p = ticketlab('datadiet', '--training-steps', '2ep', '--levels', '1', '--subsets', 'easiest,hardest,random', '--sizes', '128', '--steps', '10it',
+                  '--references', '0it', '--score-steps', '10it', '--K', '2', '--scores', 'dig', '--scores-dir', str(tmp_path/'scores'),
+                  '--precision', 'fp32', '--no-progress', '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "ranked by Scores('dig': el2n" in p.stdout and 'easiest M=128 t_r=10' in p.stdout and 'all t=0' in p.stdout
+    df = pd.read_csv(tmp_path/'out'/'datadiet.csv')
+    assert sorted(set(df.subset)) == ['all', 'easiest', 'hardest', 'random'] and len(df) == 4 * 2
+    assert set(df[df.subset != 'all'].rewind_step) == {10} and df.test_accuracy.between(0, 1).all()
+    assert (tmp_path/'out'/'datadiet.png').stat().st_size > 1000 and (tmp_path/'scores'/'dig.npz').exists()
+    p = ticketlab('datadiet', '--training-steps', '2ep', '--subsets', 'hardest', '--sizes', '128', '--scores', 'dig', '--scores-dir',
+                  str(tmp_path/'scores'), '--dataset', 'synthetic', '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out2'), cwd=tmp_path)
+    assert p.returncode == 2 and 'training set has' in p.stderr and not (tmp_path/'out2').exists()

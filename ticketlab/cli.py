@@ -19,15 +19,18 @@ from .lmc import *
 from .perturb import Perturbation, paper_perturbations, perturbation_experiment, plot_effective_std
 from .pretrain import PretrainHparams, pretrain_experiment, plot_pretrain
 from .edgepopup import SupermaskHparams, PAPER_LRS, DENSE, supermask_points, supermask_sweep, plot_supermask
+from .el2n import Scores, SCORE_KINDS, ensemble_plan, ensemble_scores, list_scores, plot_scores, scores_meta
+from .datadiet import DataDietHparams, diet_conditions, data_diet_experiment, plot_data_diet
 from .papers import PRESETS, paper_names, run_paper, default_out_dir
 from .papers import _check as _check_paper, _require_runner
 
 # %% auto #0
-__all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'COMMANDS', 'epilog', 'add_common', 'available_devices', 'check_device',
-           'check_folder', 'check_common', 'bad_input', 'new_axes', 'write_results', 'command_parser',
+__all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'SCORE_ACTIONS', 'COMMANDS', 'epilog', 'add_common', 'available_devices',
+           'check_device', 'check_folder', 'check_common', 'bad_input', 'new_axes', 'write_results', 'command_parser',
            'experiment_group', 'check_replicates', 'train_parser', 'plot_history', 'cmd_train', 'imp_parser',
            'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser', 'cmd_perturb', 'pretrain_parser',
-           'cmd_pretrain', 'supermask_parser', 'cmd_supermask', 'replicate_parser', 'cmd_replicate', 'main']
+           'cmd_pretrain', 'supermask_parser', 'cmd_supermask', 'score_flags', 'scores_parser', 'cmd_scores',
+           'datadiet_parser', 'cmd_datadiet', 'replicate_parser', 'cmd_replicate', 'main']
 
 # %% ../nbs/20_cli.ipynb #152ad850
 def epilog() -> str:
@@ -122,7 +125,8 @@ def _wrote(paths): return 'wrote ' + ', '.join(map(str, paths))
 # %% ../nbs/20_cli.ipynb #3c314222
 CLI_DEFAULTS = {'imp': dict(fraction=0.5, levels=8),   # `ticketlab imp`: 8 levels of 50% reach 0.39% of the weights
                 'perturb': dict(fraction=0.5, levels=3, rewind_step='1ep'),   # a rewind point past 0 to perturb, 12.5%
-                'pretrain': dict(fraction=0.5, levels=3)}
+                'pretrain': dict(fraction=0.5, levels=3),
+                'datadiet': dict(fraction=0.5, levels=3)}
 
 def command_parser(command:str, # the command's name
                    description:str, # one sentence for `--help` and `ticketlab --help`
@@ -407,6 +411,137 @@ def cmd_supermask(args:argparse.Namespace, prog='ticketlab supermask'):
     print(_wrote(write_results(out, {'supermask.csv': df}, {'supermask.png': ax.figure})))
     return df
 
+# %% ../nbs/20_cli.ipynb #c7a1e002
+SCORE_ACTIONS = ('compute', 'export', 'import', 'list')
+
+def score_flags(g:argparse._ArgumentGroup, # the group to add them to
+                steps_flags:tuple=('--steps',), # the flag(s) of t (`datadiet` has its own `--steps`, t_r)
+               ) -> argparse._ArgumentGroup:
+    "The flags of a score computation: `--kind`, `--K`, t and `--scores-dir`."
+    g.add_argument('--kind', default='el2n', help=f'the score: {", ".join(SCORE_KINDS)} (default: el2n)')
+    g.add_argument('--K', type=int, default=10, help='networks in the ensemble, the init and data-order seeds + 0..K-1 (default: 10, App. A)')
+    g.add_argument(*steps_flags, dest='score_steps', metavar='T', default=None,
+                   help="t, the iteration the networks are scored at, e.g. 7800it (App. A, ResNet-20 on CIFAR-10)")
+    g.add_argument('--scores-dir', metavar='DIR', default=None, help='folder of named scores (default: $TICKETLAB_HOME/scores)')
+    return g
+
+def scores_parser(p=None) -> argparse.ArgumentParser:
+    "The parser of `ticketlab scores`."
+    p = command_parser('scores', 'EL2N or GraNd scores of the training examples (Paul et al. 2022, App. A): compute, export, import or list them.',
+                       [(TrainHparams, "compute: the ensemble's training recipe (part of the runs' identity unless noted)")], p)
+    p.add_argument('action', nargs='?', default='compute', choices=SCORE_ACTIONS, help=f'{", ".join(SCORE_ACTIONS)} (default: compute)')
+    g = score_flags(p.add_argument_group('scores'), ('--steps', '--score-steps'))
+    g.add_argument('--name', default=None, help="the scores' name (compute: default made from the inputs; export: required; import: default the file's)")
+    g.add_argument('--npy', metavar='FILE', default=None, help='export: write the values here (.npy, with a .json sidecar); import: read them from here')
+    g.add_argument('--csv', metavar='FILE', default=None, help='export: write index,score rows here; import: read them from here')
+    return add_common(p, 'scores', 'compute: scores.csv (index, score, rank, label) and scores.png')
+
+# %% ../nbs/20_cli.ipynb #c7a1e003
+def _saved_names(root) -> str: return ', '.join(list_scores(root).name) or 'none'
+
+def _check_scores(args):
+    store, out = check_common(args)
+    root = check_folder(args.scores_dir, '--scores-dir') if args.scores_dir else None
+    a, files = args.action, [f for f in (args.npy, args.csv) if f]
+    if a == 'compute':
+        if files: raise ValueError('--npy and --csv belong to export and import; compute writes scores.csv into --out')
+        if args.score_steps is None: raise ValueError('--steps: give t, the iteration the K networks are scored at, e.g. 7800it (App. A) or 2ep')
+        hp = TrainHparams.from_args(args)
+        data = load_data(hp)
+        name = ensemble_plan(hp, args.K, args.score_steps, args.kind, data[0], args.name, root)[3]
+        return hp, data, name, store, out, root
+    if a == 'list': return None, None, None, store, out, root
+    if a == 'export':
+        if not args.name: raise ValueError(f'export: --name the saved scores to export; saved: {_saved_names(root)}')
+        if not files: raise ValueError('export: give --npy FILE and/or --csv FILE')
+        for f, flag in ((args.npy, '--npy'), (args.csv, '--csv')):
+            if f: check_folder(Path(f).expanduser().parent, flag)
+        return None, None, Scores.load(args.name, root), store, out, root
+    if len(files) != 1: raise ValueError('import: give one of --npy FILE or --csv FILE')
+    f = Path(files[0]).expanduser()
+    if not f.is_file(): raise FileNotFoundError(f'{"--npy" if args.npy else "--csv"} {f}: no such file')
+    s = Scores.from_npy(f, name=args.name) if args.npy else Scores.from_csv(f, name=args.name)
+    old = list_scores(root).set_index('name').hash.get(s.name)
+    if old is not None and old != s.hash: raise ValueError(f'import: scores named {s.name!r} are saved already (hash {old}, not {s.hash}); pass another --name')
+    return None, None, s, store, out, root
+
+# %% ../nbs/20_cli.ipynb #c7a1e004
+def cmd_scores(args:argparse.Namespace, prog='ticketlab scores'):
+    "Run `ticketlab scores` on parsed `args`: the `Scores` (list: the table of saved scores)."
+    with bad_input(prog): hp, data, what, store, out, root = _check_scores(args)
+    if args.action == 'list':
+        t = list_scores(root)
+        print(t.drop(columns='path').to_string(index=False) if len(t) else 'no saved scores')
+        return t
+    if args.action == 'export':
+        paths = ([what.to_npy(Path(args.npy).expanduser())] if args.npy else []) + ([what.to_csv(Path(args.csv).expanduser())] if args.csv else [])
+        print(f'{what!r}\n' + _wrote(paths)); return what
+    if args.action == 'import':
+        print(f'{what!r}\nsaved as {what.save(root)}'); return what
+    t0 = time.time()
+    s = ensemble_scores(hp, args.K, args.score_steps, args.kind, store, data=data, name=what, root=root, device=args.device,
+                        progress=not args.no_progress)
+    q = np.quantile(s.values, [0, 0.25, 0.5, 0.75, 1])
+    print(f'\n{s!r}: {hp.model} on {hp.dataset}, K={s.meta["K"]} networks at t={s.meta["t"]}it, {time.time() - t0:.1f} s')
+    print('quantiles 0, 25, 50, 75, 100%: ' + ', '.join(f'{v:.4f}' for v in q))
+    ax = plot_scores(s, ax=new_axes(figsize=(6, 3.5)))
+    ax.set_title(f'{s.name}')
+    print(_wrote(write_results(out, {'scores.csv': s.frame(data[0].y)}, {'scores.png': ax.figure})))
+    return s
+
+# %% ../nbs/20_cli.ipynb #c7a1e009
+def datadiet_parser(p=None) -> argparse.ArgumentParser:
+    "The parser of `ticketlab datadiet`."
+    p = command_parser('datadiet', 'Pre-train on the random, easiest or hardest M examples, then IMP from there (Paul et al. 2022, §3, Figure 2).',
+                       [(TrainHparams, "the main run's hyperparameters (part of the runs' identity unless noted)"),
+                        (DataDietHparams, 'pre-training on subsets'), (ImpHparams, 'IMP rewinding to the end of pre-training')], p)
+    experiment_group(p)
+    g = p.add_argument_group('scores that rank the examples (easiest, hardest)')
+    g.add_argument('--scores', metavar='NAME', default=None, help='saved scores (`ticketlab scores list`); with --score-steps, the name to save them under')
+    score_flags(g, ('--score-steps',))
+    return add_common(p, 'datadiet', 'datadiet.csv (one row per condition × replicate × level) and datadiet.png')
+
+def _diet_scores(args, hp:TrainHparams, train:ImageData, root):
+    "The scores `--scores`/`--score-steps` name: saved `Scores`, a name to compute them under, or None."
+    if args.score_steps is not None: return ensemble_plan(hp, args.K, args.score_steps, args.kind, train, args.scores, root)[3]
+    if not args.scores: return None
+    s = Scores.load(args.scores, root)
+    if len(s) != len(train): raise ValueError(f'--scores {s.name}: {len(s)} scores, but the training set has {len(train)} examples')
+    if s.meta.get('data', {}).get('labels') not in (None, scores_meta(s.meta.get('kind'), train)['data']['labels']):
+        raise ValueError(f'--scores {s.name}: scored with other labels than this training set has')
+    return s
+
+def _check_datadiet(args):
+    hp, dhp, ihp = TrainHparams.from_args(args), DataDietHparams.from_args(args), ImpHparams.from_args(args)
+    check_replicates(args)
+    if ihp.rewind_step != ImpHparams().rewind_step:
+        raise ValueError(f'--rewind-step: IMP rewinds to each condition\'s own t_r (--steps, --references); got {ihp.rewind_step}')
+    store, out = check_common(args)
+    root = check_folder(args.scores_dir, '--scores-dir') if args.scores_dir else None
+    data = load_data(hp)
+    scores = _diet_scores(args, hp, data[0], root)
+    need = [w for w in dhp.subset_list() if w in ('easiest', 'hardest')]
+    if need and scores is None: raise ValueError(f'--subsets {",".join(need)}: rank the examples by saved scores (--scores NAME; '
+                                                 f'saved: {_saved_names(root)}) or compute them (--score-steps T, --K, --kind)')
+    diet_conditions(hp, dhp, ihp, data[0], np.zeros(len(data[0])) if isinstance(scores, str) else scores)
+    return hp, dhp, ihp, scores, data, store, out, root
+
+def cmd_datadiet(args:argparse.Namespace, prog='ticketlab datadiet'):
+    "Run `ticketlab datadiet` on parsed `args`: the rows of `data_diet_experiment`."
+    with bad_input(prog): hp, dhp, ihp, scores, data, store, out, root = _check_datadiet(args)
+    t0, progress = time.time(), not args.no_progress
+    if isinstance(scores, str): scores = ensemble_scores(hp, args.K, args.score_steps, args.kind, store, data=data, name=scores, root=root,
+                                                         device=args.device, progress=progress)
+    df = data_diet_experiment(hp, dhp, ihp, scores, args.replicates, store, data=data, device=args.device, progress=progress)
+    t = df.pivot_table(index=['level', 'density'], columns=['subset', 'size', 'rewind_step'], values='test_accuracy', aggfunc='mean')
+    t.columns = [f'{w} M={m} t_r={k}' if w != 'all' else f'all t={k}' for w, m, k in t.columns]
+    print(f'\n{hp.model} on {hp.dataset}, {args.replicates} replicate(s), {time.time() - t0:.0f} s'
+          + (f'; ranked by {scores!r}' if scores is not None else '') + '; test accuracy:')
+    print(t.to_string(float_format=lambda v: f'{v:.4f}'))
+    ax = plot_data_diet(df, ax=new_axes(), title=f'{hp.model} on {hp.dataset}: IMP after pre-training on subsets')
+    print(_wrote(write_results(out, {'datadiet.csv': df}, {'datadiet.png': ax.figure})))
+    return df
+
 # %% ../nbs/20_cli.ipynb #926e4dfb
 def replicate_parser(p=None) -> argparse.ArgumentParser:
     "The parser of `ticketlab replicate`."
@@ -438,6 +573,8 @@ COMMANDS = {'train': (train_parser, cmd_train),
             'perturb': (perturb_parser, cmd_perturb),
             'pretrain': (pretrain_parser, cmd_pretrain),
             'supermask': (supermask_parser, cmd_supermask),
+            'scores': (scores_parser, cmd_scores),
+            'datadiet': (datadiet_parser, cmd_datadiet),
             'replicate': (replicate_parser, cmd_replicate)}
 
 def main(argv=None):
