@@ -1,5 +1,5 @@
 "The paper-replication notebooks: one `parameters` cell each, and every one runs its smoke preset through papermill into a scratch folder."
-import hashlib, json, os, subprocess, sys
+import hashlib, json, os, re, subprocess, sys
 from pathlib import Path
 import pytest
 import ticketlab
@@ -74,3 +74,14 @@ def test_early_phase_worker_finds_the_cells_it_runs():
     assert 'def run_perturbations(reverse=False)' in defs and 'def run_pretraining(reverse=False)' in defs
     worker = (papers_dir()/'results'/'early_phase_worker.py').read_text()
     assert "'# definitions only'" in worker and "'PRESETS = {'" in worker and "'imps = [ImpHparams'" in worker
+
+def test_edge_popup_worker_covers_every_sweep_of_the_notebook():
+    "papers/results/edge_popup_worker.py execs the notebook's preset and data cells and has a job for every sweep the notebook runs."
+    cells = [''.join(c['source']) for c in json.loads((papers_dir()/'edge_popup.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
+    assert sum('PRESETS = {' in s for s in cells) == 1 and sum('hp = supermask_train_hparams(' in s for s in cells) == 1
+    labels = re.findall(r", '((?:Figure|App\. )[^'{]*)'\)\s*$", '\n'.join(cells), re.M)   # each sweep(points, replicates, label)
+    assert {'Figure 3', 'Figure 4', 'Figure 5', 'Figure 6', 'Figure 7', 'Figure 11', 'App. C.2 supermasks'} <= set(labels), labels
+    worker = (papers_dir()/'results'/'edge_popup_worker.py').read_text()
+    assert all(f"('{l}'," in worker for l in labels), [l for l in labels if f"('{l}'," not in worker]
+    assert re.findall(r"\('((?:Figure|App\.)[^']*)',", worker) == labels          # the notebook's order
+    assert any('lottery_sweep(' in s for s in cells) and 'lottery_sweep(' in worker

@@ -18,14 +18,16 @@ from .evaluate import evaluate
 from .data import ImageData
 from .store import Store, Run
 from .runs import RunSpec, train_runs, load_data, replicate
+from .weights import mask_state
 
 # %% auto #0
 __all__ = ['METHODS', 'EVAL_MASKS', 'WEIGHT_INITS', 'SCORE_INITS', 'BN_MODES', 'SUPERMASK_KIND', 'DENSE', 'PAPER_LRS',
-           'kept_count', 'topk_mask', 'GetSubnet', 'BernoulliSample', 'SupermaskMixin', 'SupermaskConv2d',
-           'SupermaskLinear', 'init_random_weights_', 'SupermaskHparams', 'supermask_model', 'supermask_train_hparams',
-           'to_ticket', 'lottery_check', 'build_supermask_model', 'SampleSeedCB', 'supermask_spec', 'supermask_run',
-           'load_supermask', 'large_lr_ok', 'method_hparams', 'learned_dense_run', 'supermask_points',
-           'supermask_sweep', 'chosen_weights', 'chosen_weight_summary', 'plot_supermask', 'plot_supermask_bars',
+           'LOTTERY_KIND', 'kept_count', 'topk_mask', 'GetSubnet', 'BernoulliSample', 'SupermaskMixin',
+           'SupermaskConv2d', 'SupermaskLinear', 'init_random_weights_', 'SupermaskHparams', 'supermask_model',
+           'supermask_train_hparams', 'to_ticket', 'lottery_check', 'build_supermask_model', 'SampleSeedCB',
+           'supermask_spec', 'supermask_run', 'load_supermask', 'large_lr_ok', 'method_hparams', 'learned_dense_run',
+           'supermask_points', 'supermask_sweep', 'prunable_count', 'fixed_size_points', 'lottery_specs',
+           'lottery_sweep', 'chosen_weights', 'chosen_weight_summary', 'plot_supermask', 'plot_supermask_bars',
            'plot_chosen_weights']
 
 # %% ../nbs/16_edgepopup.ipynb #90ffc30f
@@ -342,6 +344,63 @@ def supermask_sweep(hp:TrainHparams, # the optimisation of every run (model, wid
             jobs.append((model, width, shp, r, h, spec))
     runs = train_runs([j[-1] for j in jobs], store, device=device, progress=progress)
     return pd.DataFrame([_row(*j[:-1], run, data) for j, run in zip(jobs, runs)])
+
+# %% ../nbs/16_edgepopup.ipynb #b51ab9be
+def prunable_count(model:str, # an architecture of `model_names()`
+                   width:float, # its width multiplier
+                   train:ImageData, # gives the number of classes and the input shape
+                   shp:SupermaskHparams|None=None, # whose `prune_first` / `prune_last` say which layers count
+                  ) -> int:
+    "$N(w)$: how many weights a supermask of `shp` prunes in `model` at `width` (built on the meta device: nothing is allocated)."
+    shp = shp or SupermaskHparams()
+    with torch.device('meta'): sizes = [p.numel() for p in prunable_parameters(get_model(model, train.num_classes, train.shape, width=width)).values()]
+    return sum(sizes[int(not shp.prune_first):len(sizes) - int(not shp.prune_last)])
+
+def fixed_size_points(model:str, # the architecture (Fig. 5: Conv-4)
+                      widths:Iterable[float], # width multipliers
+                      base_width:float, # $w_0$, where each curve's k is its `base_ks` entry
+                      base_ks:Iterable[float], # $k_0$ of each curve: its constant is $c = k_0 N(w_0)$
+                      train:ImageData, # gives the number of classes and the input shape
+                      shp:SupermaskHparams|None=None, # the supermask (its density is replaced)
+                     ) -> list[tuple]:
+    "Fig. 5's sweep points: for each $k_0$, every (model, width, supermask at $k = c / N(w)$) with k <= 1, in order of $k_0$ then width."
+    shp, n0 = shp or SupermaskHparams(), prunable_count(model, base_width, train, shp)
+    ks = {(k0, w): round(k0 * n0 / prunable_count(model, w, train, shp), 6) for k0 in base_ks for w in widths}
+    return [(model, w, shp.replace(density=k)) for (k0, w), k in ks.items() if k <= 1]
+
+# %% ../nbs/16_edgepopup.ipynb #7d7a1630
+LOTTERY_KIND = 'supermask_ticket'   # the store's folder of App. C.2's trained subnetworks
+
+def lottery_specs(run:Run, # a finished edge-popup supermask run
+                  data:tuple|None=None, # (train, test) it trained on; default what its hparams name
+                  seed:int|None=None, # the random mask's seed; default derived from the run's init seed
+                  lrs:dict|None=None, # learning rate per method, overriding `PAPER_LRS` (the dense one is used)
+                  eval_every=None, # test evaluation period (default: once, at the end)
+                 ) -> list[RunSpec]:
+    "App. C.2's two runs from `run`: its found subnetwork and a random one with the same layerwise counts, weights trained from the random values."
+    data = data or load_data(run.hparams)
+    sm = load_supermask(run, data)
+    if any(m.method != 'edge_popup' for m in sm.modules() if isinstance(m, SupermaskMixin)):
+        raise ValueError(f'{run} is a Bernoulli supermask run; App. C.2 trains the subnetworks edge-popup finds')
+    seed = derive_seed('supermask_ticket_random', run.hparams.init_seed) if seed is None else seed
+    weights, found, rand = lottery_check(sm, seed)
+    hp = method_hparams(run.hparams, DENSE, lrs)
+    return [RunSpec(hp, LOTTERY_KIND, dict(parent=run.ref, subnetwork=sub, mask=m.hash, **({'seed': seed} if sub == 'random' else {})),
+                    data=data, init=mask_state(weights, m), mask=m, eval_every=eval_every or hp.training_steps)
+            for sub, m in (('found', found), ('random', rand))]
+
+def lottery_sweep(rows:pd.DataFrame, # `supermask_sweep` rows; the edge-popup ones are used
+                  store:Store|None=None, # the store the supermask runs are in (and the new runs go to)
+                  *, data:tuple|None=None, lrs:dict|None=None, eval_every=None, device=None, progress:bool=False) -> pd.DataFrame:
+    "Train (or reuse) both subnetworks of every edge-popup row through `train_runs`; one row per subnetwork."
+    store, rows = store or Store(), rows[rows.method == 'edge_popup']
+    jobs = [(r, sub, spec) for _, r in rows.iterrows()
+            for sub, spec in zip(('found', 'random'), lottery_specs(Run.load(store.root/SUPERMASK_KIND/r.run), data, lrs=lrs, eval_every=eval_every))]
+    runs = train_runs([j[-1] for j in jobs], store, device=device, progress=progress)
+    return pd.DataFrame([dict(model=r.model, width=r.width, weight_init=r.weight_init, density=r.density, replicate=r.replicate,
+                              subnetwork=sub, kept=spec.mask.density, lr=spec.hparams.lr, test_accuracy=run.summary()['test_accuracy'],
+                              train_accuracy=run.summary()['train_accuracy'], parent=r.run, run=run.name)
+                         for (r, sub, spec), run in zip(jobs, runs)])
 
 # %% ../nbs/16_edgepopup.ipynb #d552db3a
 def _supermask_layers(sm_model:nn.Module):
