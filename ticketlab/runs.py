@@ -20,7 +20,7 @@ from .evaluate import *
 from .weights import *
 
 # %% auto #0
-__all__ = ['Plan', 'plan', 'RunSpec', 'data_key', 'load_data', 'build_model', 'spec_run', 'train_runs', 'train_run',
+__all__ = ['Plan', 'plan', 'RunSpec', 'data_key', 'load_data', 'build_model', 'stop_step', 'spec_run', 'train_runs', 'train_run',
            'ensure_checkpoints', 'dense_run', 'replicate', 'child_seed', 'branch_specs', 'branch']
 
 # %% ../nbs/08_runs.ipynb #9cf2ca72
@@ -59,6 +59,7 @@ class RunSpec:
     model:Callable|None=None # (hparams, train) -> nn.Module; default `build_model`; name a custom one in key['model']
     init:dict|None=None # starting weights (a state dict) instead of a fresh initialisation
     start:int|str=0 # the global step training starts at
+    stop:int|str|None=None # the global step training stops at, under the full schedule (default: its end); in the key when before the end
     mask:Mask|None=None # keep these weights only
     params:Callable|None=None # model -> the tensors to train (default all); name it in key['params']
     loss_fn:Callable|None=None # (output, y) -> loss (default cross-entropy); name it in key['loss']
@@ -126,10 +127,25 @@ def build_model(hp:TrainHparams, data:ImageData) -> nn.Module:
         return get_model(hp.model, data.num_classes, data.shape, width=hp.width)
 
 # %% ../nbs/08_runs.ipynb #718ca876
+def stop_step(spec:RunSpec, train:ImageData) -> int|None:
+    "`spec.stop` in iterations, checked against its start, its checkpoints and the end; None when it trains to the end."
+    if spec.stop is None: return None
+    p = plan(spec.hparams, train)
+    stop, start = p.it(spec.stop, 'stop'), p.it(spec.start, 'start')
+    if stop < start: raise ValueError(f'stop {spec.stop} ({stop}it) is before start {spec.start} ({start}it)')
+    late = sorted(s for s in (p.it(c, 'checkpoint') for c in spec.checkpoints) if s > stop)
+    if late: raise ValueError(f'checkpoint {late[0]}it is after stop {spec.stop} ({stop}it): the run never reaches it')
+    if 'stop' in (spec.key or {}): raise ValueError("key['stop'] is set by RunSpec.stop; do not name it in key")
+    return None if stop == p.T else stop
+
 def spec_run(spec:RunSpec, store:Store, train:ImageData|None=None) -> Run:
-    "The store's `Run` for `spec` (nothing is written): kind, hparams, key and the data's identity."
+    "The store's `Run` for `spec` (nothing is written): kind, hparams, key, the data's identity and a stop before the end."
     key = dict(spec.key or {})
-    if train is not None or spec.data is not None: key.update(data_key(spec.hparams, train or spec.data[0]))
+    if train is None and spec.data is not None: train = spec.data[0]
+    if train is not None: key.update(data_key(spec.hparams, train))
+    if spec.stop is not None:
+        stop = stop_step(spec, train if train is not None else load_data(spec.hparams)[0])
+        if stop is not None: key['stop'] = stop
     return store.run(spec.kind, spec.hparams, key or None)
 
 def _train_one(spec:RunSpec, store:Store, device, progress:bool) -> Run:
@@ -150,7 +166,8 @@ def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData
     cbs = [EvalCB({'test': test}, every=spec.eval_every), _ResumeCB(run, spec.save_every), *spec.callbacks]
     tr = Trainer(model, hp, train, mask=spec.mask, device=device, lr_fn=spec.lr_fn, callbacks=cbs,
                  loss_fn=spec.loss_fn, params=spec.params(model) if spec.params else None)
-    keep = sorted({tr.steps(s) for s in spec.checkpoints} | {tr.end_step})
+    end = run.key.get('stop', tr.end_step)                  # a stop before the end is in the key
+    keep = sorted({tr.steps(s) for s in spec.checkpoints} | {end})
     tr.callbacks = sorted(tr.callbacks + [CheckpointCB(keep, run.save_checkpoint)]
                           + ([ProgressCB(f'{spec.kind} {run.name[:8]}')] if progress else []), key=lambda c: c.order)
     run.begin(resolved_precision=tr.precision, device=str(tr.device))
@@ -165,7 +182,7 @@ def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData
         for k, cb in _stateful(tr).items():
             if k in state.get('callbacks', {}): cb.load_state_dict(state['callbacks'][k])
         start = tr.step
-    tr.fit(start, tr.end_step)
+    tr.fit(start, end)
     hist = history_frame(tr.history)
     run.save_metrics(hist)
     last_test = hist[(hist.split == 'test') & (hist.step == tr.step)].iloc[-1]   # EvalCB evaluated it after the fit
@@ -212,7 +229,7 @@ def ensure_checkpoints(run:Run, # a finished run
     hp = run.hparams
     train = (data or load_data(hp))[0]
     p = plan(hp, train)
-    wanted = {p.it(s) for s in steps}
+    wanted = {p.it(s, 'checkpoint', end=run.key.get('stop')) for s in steps}   # a stopped run ends at its stop
     if wanted <= set(run.checkpoint_steps()): return run
     with run.lock():                                        # one replay at a time, whoever asks
         missing = sorted(wanted - set(run.checkpoint_steps()))
