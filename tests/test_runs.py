@@ -119,3 +119,11 @@ def test_a_stopped_run_is_the_full_runs_prefix(tmp_path, digits):
     assert stopped.key == {'stop': 30} and full.name == hp.hash          # no stop: the key (and name) of before
     assert spec_run(RunSpec(hp, stop='2ep', data=digits), st).path == full.path   # a stop at the end is the full run
     with pytest.raises(ValueError, match='after stop'): spec_run(RunSpec(hp, stop=30, checkpoints=[40], data=digits), st)
+
+def test_a_run_continued_from_a_checkpoint_keeps_the_optimizer_state(tmp_path, digits):
+    st = Store(tmp_path)
+    full = train_run(HP, st, data=digits, progress=False)
+    first = train_run(HP, st, stop=20, data=digits, progress=False)
+    rest = train_run(HP, st, init=first.load_checkpoint(20), start=20, key={'continues': first.ref}, data=digits, progress=False)
+    w, ref = rest.weights(44), full.weights(44)
+    assert all(torch.equal(w[k], ref[k]) for k in ref)                   # stop + continue = the uninterrupted run

@@ -20,8 +20,9 @@ from .evaluate import *
 from .weights import *
 
 # %% auto #0
-__all__ = ['Plan', 'plan', 'RunSpec', 'data_key', 'load_data', 'build_model', 'stop_step', 'spec_run', 'train_runs', 'train_run',
-           'ensure_checkpoints', 'dense_run', 'replicate', 'child_seed', 'branch_specs', 'branch']
+__all__ = ['Plan', 'plan', 'RunSpec', 'is_checkpoint', 'data_key', 'load_data', 'build_model', 'stop_step', 'spec_run',
+           'train_runs', 'train_run', 'ensure_checkpoints', 'dense_run', 'replicate', 'child_seed', 'branch_specs',
+           'branch']
 
 # %% ../nbs/08_runs.ipynb #9cf2ca72
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class RunSpec:
     key:dict|None=None # what the run branches from (parent, step, mask, ...); part of its identity
     data:tuple|None=None # (train, test) already loaded; default: what `hparams` names
     model:Callable|None=None # (hparams, train) -> nn.Module; default `build_model`; name a custom one in key['model']
-    init:dict|None=None # starting weights (a state dict) instead of a fresh initialisation
+    init:dict|None=None # starting weights (a state dict), or a checkpoint {'model', 'optimizer', ...} to continue with its optimizer state
     start:int|str=0 # the global step training starts at
     stop:int|str|None=None # the global step training stops at, under the full schedule (default: its end); in the key when before the end
     mask:Mask|None=None # keep these weights only
@@ -75,6 +76,10 @@ class RunSpec:
         for attr, name in (('model', 'model'), ('params', 'params'), ('loss_fn', 'loss')):
             if getattr(self, attr) is not None and name not in key:
                 raise ValueError(f"a custom {attr} changes what the run computes: name it in key['{name}'] so the run's identity says so")
+
+def is_checkpoint(state) -> bool:
+    "Whether `state` is a trainer checkpoint (`{'model': state dict, 'optimizer': ..., 'step': ...}`) rather than a model's state dict."
+    return isinstance(state, dict) and isinstance(state.get('model'), dict) and 'optimizer' in state
 
 def data_key(hp:TrainHparams, # the run's hyperparameters
              train:ImageData, # the training set it sees
@@ -157,7 +162,7 @@ def _train_one(spec:RunSpec, store:Store, device, progress:bool) -> Run:
     run = spec_run(spec, store, train)
     if run.done: return run
     model = (spec.model or build_model)(hp, train)
-    if spec.init is not None: model.load_state_dict(spec.init)
+    if spec.init is not None: model.load_state_dict(spec.init['model'] if is_checkpoint(spec.init) else spec.init)
     with run.lock():                                        # another process training this run: wait for it
         return run if run.done else _fit(spec, run, model, train, test, device, progress)
 
@@ -173,6 +178,7 @@ def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData
     run.begin(resolved_precision=tr.precision, device=str(tr.device))
     if spec.mask is not None: run.save_mask(spec.mask)
     start, state = tr.steps(spec.start), _latest_state(run)
+    if state is None and is_checkpoint(spec.init): tr.load_state(spec.init)   # its optimizer state too
     if state is not None:
         began = run.record().get('resolved_precision')
         if began not in (None, tr.precision):
@@ -242,9 +248,10 @@ def _replay(run:Run, missing:list[int], hp:TrainHparams, train:ImageData, init, 
         raise FileNotFoundError(f'{run} has no checkpoint before step {missing[0]} to replay from (it has {run.checkpoint_steps()}); '
                                 f'pass its starting weights as init= and start=, or train it again with checkpoints=[{missing[0]}]')
     net = (model or build_model)(hp, train)
-    if init is not None and not earlier: net.load_state_dict(init)
+    if init is not None and not earlier: net.load_state_dict(init['model'] if is_checkpoint(init) else init)
     tr = Trainer(net, hp, train, mask=run.mask(), device=device, callbacks=[CheckpointCB(missing, run.save_checkpoint)])
     if earlier: start = earlier[-1]; tr.load_state(run.load_checkpoint(start))
+    elif is_checkpoint(init): tr.load_state(init)
     tr.fit(start, missing[-1])
 
 def dense_run(hp:TrainHparams, # what the dense network computes
