@@ -5,8 +5,10 @@ from ticketlab.cli import CLI_DEFAULTS, COMMANDS, main
 
 def ticketlab(*args, cwd, env=None):
     "`ticketlab *args` as a user runs it: in a subprocess, in folder `cwd`."
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # this checkout's ticketlab, whatever is installed
+    path = os.pathsep.join([root] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
     return subprocess.run([sys.executable, '-m', 'ticketlab.cli', *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}, timeout=900)
+                          env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': path, **(env or {})}, timeout=900)
 
 def run_main(capsys, *argv):
     "`ticketlab *argv` in this process: (exit status, stdout, stderr)."
@@ -275,3 +277,19 @@ def test_datadiet_computes_scores_then_pretrains_on_subsets(tmp_path):
     p = ticketlab('datadiet', '--training-steps', '2ep', '--subsets', 'hardest', '--sizes', '128', '--scores', 'dig', '--scores-dir',
                   str(tmp_path/'scores'), '--dataset', 'synthetic', '--store', str(tmp_path/'store'), '--out', str(tmp_path/'out2'), cwd=tmp_path)
     assert p.returncode == 2 and 'training set has' in p.stderr and not (tmp_path/'out2').exists()
+
+def test_datadiet_label_noise_scores_the_corrupted_labels(tmp_path):
+    "--noise (App. A, Figure 4): pre-training on corrupted labels, ranked by scores computed on those labels; clean scores refused."
+    from ticketlab.data import load_dataset, corrupt_labels
+    from ticketlab.el2n import Scores, scores_meta
+    common = ['--training-steps', '2ep', '--levels', '1', '--subsets', 'easiest', '--sizes', '128', '--steps', '10it', '--references', '0it',
+              '--scores-dir', str(tmp_path/'scores'), '--precision', 'fp32', '--no-progress', '--store', str(tmp_path/'store')]
+    p = ticketlab('datadiet', *common, '--noise', '0.5', '--score-steps', '10it', '--K', '1', '--scores', 'noisy', '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    df = pd.read_csv(tmp_path/'out'/'datadiet.csv')
+    assert set(df.noise) == {0.5} and sorted(set(df.subset)) == ['all', 'easiest']
+    noisy = corrupt_labels(load_dataset('digits')[0], 0.5, 0)[0]
+    s = Scores.load('noisy', tmp_path/'scores')
+    assert s.meta['data']['labels'] == scores_meta('el2n', noisy)['data']['labels']     # the corrupted labels were scored
+    p = ticketlab('datadiet', *common, '--scores', 'noisy', '--out', str(tmp_path/'out2'), cwd=tmp_path)   # no --noise: other labels
+    assert p.returncode == 2 and 'other labels' in p.stderr and not (tmp_path/'out2').exists()

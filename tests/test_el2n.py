@@ -300,3 +300,22 @@ def test_trained_ensemble_ranks_corrupted_labels_hard(digits):
     for s in (el2n, grand): assert s[c].mean() > 2*s[~c].mean()
     easiest = select_by_score(el2n, noisy.y, 500, 'easiest')
     assert c[easiest].mean() < 0.02
+
+def test_ensemble_members_stop_at_t(digits, tmp_path):
+    "App. A, step 1 ('train K networks ... for t iterations'): each member trains t steps, not its whole schedule; the same scores."
+    from ticketlab.store import Store
+    from ticketlab.runs import train_runs, RunSpec
+    from ticketlab.el2n import ensemble_scores
+    test = load_dataset('digits')[1]
+    hp, t = TrainHparams(batch_size=64, lr=0.05, training_steps='30ep', precision='fp32', width=0.3), 40
+    st = Store(tmp_path/'runs')
+    s = ensemble_scores(hp, 2, t, store=st, data=(digits, test), root=tmp_path/'scores', progress=False, device='cpu')
+    runs = st.runs('train')
+    assert len(runs) == 2 and all(k == {'stop': t} for k in runs.key)         # two runs, each stopped at t
+    done = [json.loads((st.root/'train'/r/'done.json').read_text())['step'] for r in runs.run]
+    assert done == [t, t]
+    nets = []
+    for h in ensemble_hparams(hp, 2):
+        seed_all(h.init_seed)
+        nets.append(Trainer(get_model(h.model, 10, digits.shape, width=0.3), h, digits, device='cpu').fit(end=t).model)
+    np.testing.assert_array_equal(s.values, el2n_scores(nets, digits))        # fp32, one device: bit for bit

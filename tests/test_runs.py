@@ -100,3 +100,30 @@ def test_found_runs_rebuild_their_hparams(tmp_path):
     r = st.run('train', HP).begin(); r.mark_done({})
     (found,) = st.find('train')
     assert found == r and found.hparams == HP and Run.load(r.path).hparams == HP
+
+class _CountSteps(Callback):
+    def __init__(self): self.n = 0
+    def after_step(self, t): self.n += 1
+
+def test_a_stopped_run_is_the_full_runs_prefix(tmp_path, digits):
+    train, test = digits
+    st, hp = Store(tmp_path), HP.replace(schedule='multistep', milestones='20it', warmup='5it')   # the LR changes inside [0, t)
+    full = train_run(hp, st, checkpoints=[30], data=digits, progress=False)
+    cb = _CountSteps()
+    stopped = train_run(hp, st, stop=30, data=digits, progress=False, callbacks=[cb])
+    assert cb.n == 30 and stopped.summary()['step'] == 30 and stopped.checkpoint_steps() == [30]
+    w, ref = stopped.weights(30), full.weights(30)
+    assert all(torch.equal(w[k], ref[k]) for k in ref)                   # fp32: bit-identical to the full run at t
+    again = _CountSteps()
+    assert train_run(hp, st, stop=30, data=digits, progress=False, callbacks=[again]).path == stopped.path and again.n == 0
+    assert stopped.key == {'stop': 30} and full.name == hp.hash          # no stop: the key (and name) of before
+    assert spec_run(RunSpec(hp, stop='2ep', data=digits), st).path == full.path   # a stop at the end is the full run
+    with pytest.raises(ValueError, match='after stop'): spec_run(RunSpec(hp, stop=30, checkpoints=[40], data=digits), st)
+
+def test_a_run_continued_from_a_checkpoint_keeps_the_optimizer_state(tmp_path, digits):
+    st = Store(tmp_path)
+    full = train_run(HP, st, data=digits, progress=False)
+    first = train_run(HP, st, stop=20, data=digits, progress=False)
+    rest = train_run(HP, st, init=first.load_checkpoint(20), start=20, key={'continues': first.ref}, data=digits, progress=False)
+    w, ref = rest.weights(44), full.weights(44)
+    assert all(torch.equal(w[k], ref[k]) for k in ref)                   # stop + continue = the uninterrupted run

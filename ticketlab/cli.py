@@ -20,7 +20,7 @@ from .perturb import Perturbation, paper_perturbations, perturbation_experiment,
 from .pretrain import PretrainHparams, pretrain_experiment, plot_pretrain
 from .edgepopup import SupermaskHparams, PAPER_LRS, DENSE, supermask_points, supermask_sweep, plot_supermask
 from .el2n import Scores, SCORE_KINDS, ensemble_plan, ensemble_scores, list_scores, plot_scores, scores_meta
-from .datadiet import DataDietHparams, diet_conditions, data_diet_experiment, plot_data_diet
+from .datadiet import DataDietHparams, diet_conditions, data_diet_experiment, plot_data_diet, pretraining_set
 from .papers import PRESETS, paper_names, run_paper, default_out_dir
 from .papers import _check as _check_paper, _require_runner
 
@@ -519,7 +519,7 @@ def _check_datadiet(args):
     store, out = check_common(args)
     root = check_folder(args.scores_dir, '--scores-dir') if args.scores_dir else None
     data = load_data(hp)
-    scores = _diet_scores(args, hp, data[0], root)
+    scores = _diet_scores(args, hp, pretraining_set(data[0], dhp), root)      # --noise: the corrupted labels are scored (App. A)
     need = [w for w in dhp.subset_list() if w in ('easiest', 'hardest')]
     if need and scores is None: raise ValueError(f'--subsets {",".join(need)}: rank the examples by saved scores (--scores NAME; '
                                                  f'saved: {_saved_names(root)}) or compute them (--score-steps T, --K, --kind)')
@@ -530,8 +530,8 @@ def cmd_datadiet(args:argparse.Namespace, prog='ticketlab datadiet'):
     "Run `ticketlab datadiet` on parsed `args`: the rows of `data_diet_experiment`."
     with bad_input(prog): hp, dhp, ihp, scores, data, store, out, root = _check_datadiet(args)
     t0, progress = time.time(), not args.no_progress
-    if isinstance(scores, str): scores = ensemble_scores(hp, args.K, args.score_steps, args.kind, store, data=data, name=scores, root=root,
-                                                         device=args.device, progress=progress)
+    if isinstance(scores, str): scores = ensemble_scores(hp, args.K, args.score_steps, args.kind, store, data=(pretraining_set(data[0], dhp), data[1]),
+                                                         name=scores, root=root, device=args.device, progress=progress)
     df = data_diet_experiment(hp, dhp, ihp, scores, args.replicates, store, data=data, device=args.device, progress=progress)
     t = df.pivot_table(index=['level', 'density'], columns=['subset', 'size', 'rewind_step'], values='test_accuracy', aggfunc='mean')
     t.columns = [f'{w} M={m} t_r={k}' if w != 'all' else f'all t={k}' for w, m, k in t.columns]

@@ -8,17 +8,18 @@ from dataclasses import dataclass
 import math
 import numpy as np, pandas as pd, torch
 from .core import Hparams, hp
-from .data import ImageData
+from .data import ImageData, corrupt_labels
 from .train import TrainHparams
 from .store import Store, Run
 from .runs import RunSpec, train_runs, load_data, dense_run, plan, replicate
 from .imp import ImpHparams, imp, check_imp
-from .el2n import Scores, select_by_score, subset_by_score
+from .el2n import Scores, select_by_score, subset_by_score, ensemble_scores, ensemble_plan, _labels_hash
 
 # %% auto #0
 __all__ = ['DIET_SUBSETS', 'DIET_COLUMNS', 'diet_subset', 'subset_pretrain', 'subset_pretrained_dense_run', 'subset_imp',
-           'DataDietHparams', 'diet_conditions', 'data_diet_experiment', 'diet_condition', 'dominance_table',
-           'dominates', 'matching_initialization', 'plot_data_diet']
+           'DataDietHparams', 'pretraining_set', 'diet_conditions', 'data_diet_experiment', 'diet_condition',
+           'dominance_table', 'dominates', 'matching_initialization', 'plot_data_diet', 'label_noise_experiment',
+           'plot_label_noise']
 
 # %% ../nbs/14a_datadiet.ipynb #c95d2654
 DIET_SUBSETS = ('random', 'easiest', 'hardest', 'all')
@@ -102,8 +103,9 @@ def subset_imp(hp:TrainHparams, # the main run's hyperparameters
     return imp(hp, ihp.replace(rewind_step=f'{k}it'), store, data=data, eval_every=eval_every, dense=dense, device=device, progress=progress)
 
 # %% ../nbs/14a_datadiet.ipynb #65b43420
-DIET_COLUMNS = ['subset', 'size', 'rewind_step', 'replicate', 'level', 'density', 'test_accuracy', 'train_accuracy',
+DIET_COLUMNS = ['subset', 'size', 'rewind_step', 'noise', 'replicate', 'level', 'density', 'test_accuracy', 'train_accuracy',
                 'test_loss', 'train_loss', 'run']
+_METRICS = ['test_accuracy', 'train_accuracy', 'test_loss', 'train_loss']
 
 def _csv(s:str) -> list[str]: return [t.strip() for t in (s or '').split(',') if t.strip()]
 
@@ -116,6 +118,8 @@ class DataDietHparams(Hparams):
     references:str = hp('0it', "all-data pre-training steps, comma-separated (Figure 2's dashed curves; 0it: IMP rewinding to iteration 0), e.g. '0it,200it,400it'")
     pretrain_lr:float = hp(0.0, 'the pre-training learning rate (Table 1: 0.4 on CIFAR-10); 0: the main learning rate', lo=0)
     seed:int = hp(0, 'seed of the random subsets', lo=0)
+    noise:float = hp(0.0, 'fraction of the training examples whose label is redrawn uniformly from the classes for pre-training (App. A, Figure 4: 0.1, 0.5)', lo=0, hi=1)
+    noise_seed:int = hp(0, 'seed of the label noise (which labels, and what they become); the same for every subset, size and replicate', lo=0)
 
     def subset_list(self) -> list[str]:
         "The subsets, in order."
@@ -144,6 +148,12 @@ class DataDietHparams(Hparams):
         super().validate(); self.subset_list(); self.size_list(); self.reference_list()
         if not self.subset_list() and not self.reference_list(): raise ValueError('nothing to run: give subsets= or references=')
 
+def pretraining_set(train:ImageData, # the full training set
+                    dhp:DataDietHparams, # its `noise` and `noise_seed`
+                   ) -> ImageData:
+    "What the pre-training sets are drawn from: `train` with `dhp.noise` of its labels redrawn uniformly (App. A), or `train` itself."
+    return corrupt_labels(train, dhp.noise, dhp.noise_seed, 'uniform')[0] if dhp.noise > 0 else train
+
 def diet_conditions(hp:TrainHparams, # the main run
                     dhp:DataDietHparams, # the subsets, sizes, t_r and references
                     ihp:ImpHparams, # IMP (strategy 'wr')
@@ -154,7 +164,12 @@ def diet_conditions(hp:TrainHparams, # the main run
     if ihp.strategy != 'wr': raise ValueError(f"IMP must rewind weights (strategy 'wr'), got {ihp.strategy!r}")
     conds = [(w, m, _rewind_it(hp, train, dhp.steps)) for w in dhp.subset_list() for m in dhp.size_list()]
     conds += [('all', len(train), _rewind_it(hp, train, t)) for t in dhp.reference_list()]
-    subsets = {(w, m): diet_subset(train, w, m, scores, dhp.seed) for w, m, _ in conds}      # bad sizes or scores fail here
+    pre = pretraining_set(train, dhp)                                                       # label noise: pre-training only
+    labels = scores.meta.get('data', {}).get('labels') if isinstance(scores, Scores) else None
+    if labels is not None and labels != _labels_hash(pre.y) and {'easiest', 'hardest'} & {w for w, _, _ in conds}:
+        raise ValueError(f'scores {scores.name!r} were computed with other labels than the pre-training set has (noise={dhp.noise:g}); '
+                         'App. A: "The EL2N scores ... are computed by training on the corrupted dataset": score pretraining_set(train, dhp)')
+    subsets = {(w, m): diet_subset(pre, w, m, scores, dhp.seed) for w, m, _ in conds}        # bad sizes or scores fail here
     for w, m, k in conds:
         if k > 0 and w != 'all' and m < hp.batch_size: raise ValueError(f'sizes: M={m} is fewer than one batch ({hp.batch_size})')
         check_imp(hp, ihp.replace(rewind_step=f'{k}it'), train)
@@ -176,19 +191,23 @@ def data_diet_experiment(hp:TrainHparams, # the main run (replicate 0)
             for rec in subset_imp(hp_r, ihp, subset, k, store, data=data, lr=dhp.pretrain_lr or None, eval_every=hp.training_steps,
                                   device=device, progress=progress):
                 s = rec['run'].summary()
-                rows.append(dict(subset=w, size=m, rewind_step=k, replicate=r, level=rec['level'], density=rec['density'],
-                                 **{c: s[c] for c in DIET_COLUMNS[6:10]}, run=rec['run'].name))
+                rows.append(dict(subset=w, size=m, rewind_step=k, noise=dhp.noise, replicate=r, level=rec['level'], density=rec['density'],
+                                 **{c: s[c] for c in _METRICS}, run=rec['run'].name))
     return pd.DataFrame(rows, columns=DIET_COLUMNS)
 
 def diet_condition(df:pd.DataFrame, # `data_diet_experiment` rows
                    subset:str, # 'random', 'easiest', 'hardest' or 'all'
                    size:int|None=None, # M (default: the only one)
                    rewind_step:int|None=None, # t_r in iterations (default: the only one)
+                   noise:float|None=None, # the label noise of pre-training (default: the only one)
                   ) -> pd.DataFrame:
     "The IMP table of one pre-training condition (all its replicates and levels), for `dominates`."
     sel = df[df.subset == subset]
     if size is not None: sel = sel[sel['size'] == size]
     if rewind_step is not None: sel = sel[sel.rewind_step == rewind_step]
+    if noise is not None and 'noise' in sel.columns: sel = sel[np.isclose(sel.noise, noise)]
+    if 'noise' in sel.columns and sel.noise.nunique() > 1:
+        raise ValueError(f'condition subset={subset!r}, size={size}, rewind_step={rewind_step} at several label noises {sorted(set(sel.noise))}: pass noise=')
     conds = sorted({(a, int(b), int(c)) for a, b, c in df[['subset', 'size', 'rewind_step']].itertuples(index=False)})
     if sel.empty or len(sel.groupby(['size', 'rewind_step'])) > 1:
         raise ValueError(f'{"no" if sel.empty else "more than one"} condition subset={subset!r}, size={size}, rewind_step={rewind_step}; '
@@ -196,7 +215,7 @@ def diet_condition(df:pd.DataFrame, # `data_diet_experiment` rows
     return sel
 
 # %% ../nbs/14a_datadiet.ipynb #73810091
-_SERIES_COLS = ('strategy', 'rewind_step', 'subset', 'size', 'task', 'epochs')
+_SERIES_COLS = ('strategy', 'rewind_step', 'subset', 'size', 'noise', 'task', 'epochs')
 
 def _level_stats(t:pd.DataFrame, name:str, metric:str) -> pd.DataFrame:
     "Per level: density, mean, se of `metric` (or of a summary's `mean`) in IMP table `t`."
@@ -306,3 +325,48 @@ def plot_data_diet(df:pd.DataFrame, # `data_diet_experiment` rows
     ax.set(xlabel='weights remaining (%)', ylabel=metric.replace('_', ' ') + ' (%)', title=title)
     ax.grid(alpha=0.3); ax.legend(fontsize=7)
     return ax
+
+# %% ../nbs/14a_datadiet.ipynb #171f4c4e
+def label_noise_experiment(hp:TrainHparams, # the main run (replicate 0); also the recipe of each score ensemble
+                           dhp:DataDietHparams, # subsets, sizes, t_r, references, noise_seed; its `noise` is each of `noises` in turn
+                           ihp:ImpHparams, # IMP (strategy 'wr')
+                           noises=(0.1, 0.5), # fractions of the labels randomized during pre-training (Figure 4: 10%, 50%)
+                           K:int=4, # networks per score ensemble (App. A: 10)
+                           score_steps=None, # t of the scores, on the corrupted set (App. A: 7800 iterations on CIFAR-10); needed for easiest/hardest
+                           kind:str='el2n', # 'el2n' or 'grand'
+                           replicates:int=1, store:Store|None=None, *,
+                           scores:dict|None=None, # {noise: Scores} computed on `pretraining_set` elsewhere, instead of K and score_steps
+                           data:tuple|None=None, root=None, # the folder of named scores
+                           device=None, progress:bool=False) -> pd.DataFrame:
+    "Figure 4: `data_diet_experiment` per label-noise level, easiest/hardest ranked by scores of the corrupted set; one row per noise × condition × replicate × level."
+    data, store = data or load_data(hp), store or Store()
+    try: noises = sorted({float(f) for f in ([noises] if np.isscalar(noises) else noises)})
+    except (TypeError, ValueError): raise ValueError(f'noises must be fractions in [0, 1], e.g. (0.1, 0.5); got {noises!r}') from None
+    if not noises or not all(0 <= f <= 1 for f in noises): raise ValueError(f'noises must be fractions in [0, 1], e.g. (0.1, 0.5); got {noises!r}')
+    ranked = bool({'easiest', 'hardest'} & set(dhp.subset_list()))
+    plans = {}
+    for f in noises:                                                              # everything checked before anything trains
+        d = dhp.replace(noise=f); pre = pretraining_set(data[0], d)
+        s = (scores or {}).get(f)
+        if ranked and s is None:
+            if score_steps is None: raise ValueError(f'subsets {dhp.subsets!r} need scores of the corrupted set at noise {f:g}: pass score_steps= (and K=) or scores={{noise: Scores}}')
+            ensemble_plan(hp, K, score_steps, kind, pre, None, root)
+        diet_conditions(hp, d, ihp, data[0], s if s is not None else (np.zeros(len(pre)) if ranked else None))
+        plans[f] = d, pre, s
+    out = []
+    for f, (d, pre, s) in plans.items():
+        if ranked and s is None: s = ensemble_scores(hp, K, score_steps, kind, store, data=(pre, data[1]), root=root, device=device, progress=progress)
+        out.append(data_diet_experiment(hp, d, ihp, s, replicates, store, data=data, device=device, progress=progress))
+    return pd.concat(out, ignore_index=True)
+
+# %% ../nbs/14a_datadiet.ipynb #bde3ad95
+def plot_label_noise(df:pd.DataFrame, # `label_noise_experiment` rows
+                     metric:str='test_accuracy', axes=None):
+    "Figure 4: one `plot_data_diet` panel per label-noise level; the axes."
+    import matplotlib.pyplot as plt
+    if 'noise' not in df.columns: raise ValueError('df lacks column noise: pass label_noise_experiment rows')
+    noises = sorted(set(df.noise))
+    axes = np.atleast_1d(axes if axes is not None else plt.subplots(1, len(noises), figsize=(6.5 * len(noises), 4.2), squeeze=False)[1].ravel())
+    if len(axes) != len(noises): raise ValueError(f'{len(noises)} noise levels need {len(noises)} axes, got {len(axes)}')
+    for ax, f in zip(axes, noises): plot_data_diet(df[df.noise == f], metric, ax, title=f'{f:.0%} Randomized Labels During Pre-Training')
+    return axes

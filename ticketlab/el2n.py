@@ -15,7 +15,7 @@ from .data import ImageData
 from .loader import eval_batches
 from .train import TrainHparams
 from .store import Store
-from .runs import RunSpec, train_runs, ensure_checkpoints, load_data, build_model, plan
+from .runs import RunSpec, train_runs, ensure_checkpoints, load_data, build_model, plan, spec_run
 
 # %% auto #0
 __all__ = ['SCORE_KINDS', 'SELECTIONS', 'ensemble_hparams', 'error_l2_norms', 'el2n_scores', 'grad_norms', 'grand_scores',
@@ -331,8 +331,11 @@ def ensemble_scores(hp:TrainHparams, # the recipe of every member; its seeds are
     train = data[0]
     hps, t, meta, name, old = ensemble_plan(hp, K, steps, kind, train, name, root)
     if old is not None: return old
-    specs = [RunSpec(h, data=data, checkpoints=[t], eval_every=h.training_steps) for h in hps]
-    runs = [ensure_checkpoints(r, [t], data, device=device) for r in train_runs(specs, store, device=device, progress=progress)]
+    store = store or Store()
+    full = [spec_run(RunSpec(h, data=data), store, train) for h in hps]          # member k's full dense run, if stored
+    todo = [RunSpec(h, data=data, stop=t, checkpoints=[t], eval_every=h.training_steps) for h, f in zip(hps, full) if not f.done]
+    stopped = iter(train_runs(todo, store, device=device, progress=progress))    # the others: trained to t only, as one list
+    runs = [ensure_checkpoints(f, [t], data, device=device) if f.done else next(stopped) for f in full]
     fn, dev = (el2n_scores if kind == 'el2n' else grand_scores), device if device is not None else default_device()
     s = Scores(fn([r.weights(t) for r in runs], train, model=build_model(hp, train), device=dev), name, meta)
     s.save(root)

@@ -20,8 +20,9 @@ from .evaluate import *
 from .weights import *
 
 # %% auto #0
-__all__ = ['Plan', 'plan', 'RunSpec', 'data_key', 'load_data', 'build_model', 'spec_run', 'train_runs', 'train_run',
-           'ensure_checkpoints', 'dense_run', 'replicate', 'child_seed', 'branch_specs', 'branch']
+__all__ = ['Plan', 'plan', 'RunSpec', 'is_checkpoint', 'data_key', 'load_data', 'build_model', 'stop_step', 'spec_run',
+           'train_runs', 'train_run', 'ensure_checkpoints', 'dense_run', 'replicate', 'child_seed', 'branch_specs',
+           'branch']
 
 # %% ../nbs/08_runs.ipynb #9cf2ca72
 @dataclass(frozen=True)
@@ -57,8 +58,9 @@ class RunSpec:
     key:dict|None=None # what the run branches from (parent, step, mask, ...); part of its identity
     data:tuple|None=None # (train, test) already loaded; default: what `hparams` names
     model:Callable|None=None # (hparams, train) -> nn.Module; default `build_model`; name a custom one in key['model']
-    init:dict|None=None # starting weights (a state dict) instead of a fresh initialisation
+    init:dict|None=None # starting weights (a state dict), or a checkpoint {'model', 'optimizer', ...} to continue with its optimizer state
     start:int|str=0 # the global step training starts at
+    stop:int|str|None=None # the global step training stops at, under the full schedule (default: its end); in the key when before the end
     mask:Mask|None=None # keep these weights only
     params:Callable|None=None # model -> the tensors to train (default all); name it in key['params']
     loss_fn:Callable|None=None # (output, y) -> loss (default cross-entropy); name it in key['loss']
@@ -74,6 +76,10 @@ class RunSpec:
         for attr, name in (('model', 'model'), ('params', 'params'), ('loss_fn', 'loss')):
             if getattr(self, attr) is not None and name not in key:
                 raise ValueError(f"a custom {attr} changes what the run computes: name it in key['{name}'] so the run's identity says so")
+
+def is_checkpoint(state) -> bool:
+    "Whether `state` is a trainer checkpoint (`{'model': state dict, 'optimizer': ..., 'step': ...}`) rather than a model's state dict."
+    return isinstance(state, dict) and isinstance(state.get('model'), dict) and 'optimizer' in state
 
 def data_key(hp:TrainHparams, # the run's hyperparameters
              train:ImageData, # the training set it sees
@@ -126,10 +132,25 @@ def build_model(hp:TrainHparams, data:ImageData) -> nn.Module:
         return get_model(hp.model, data.num_classes, data.shape, width=hp.width)
 
 # %% ../nbs/08_runs.ipynb #718ca876
+def stop_step(spec:RunSpec, train:ImageData) -> int|None:
+    "`spec.stop` in iterations, checked against its start, its checkpoints and the end; None when it trains to the end."
+    if spec.stop is None: return None
+    p = plan(spec.hparams, train)
+    stop, start = p.it(spec.stop, 'stop'), p.it(spec.start, 'start')
+    if stop < start: raise ValueError(f'stop {spec.stop} ({stop}it) is before start {spec.start} ({start}it)')
+    late = sorted(s for s in (p.it(c, 'checkpoint') for c in spec.checkpoints) if s > stop)
+    if late: raise ValueError(f'checkpoint {late[0]}it is after stop {spec.stop} ({stop}it): the run never reaches it')
+    if 'stop' in (spec.key or {}): raise ValueError("key['stop'] is set by RunSpec.stop; do not name it in key")
+    return None if stop == p.T else stop
+
 def spec_run(spec:RunSpec, store:Store, train:ImageData|None=None) -> Run:
-    "The store's `Run` for `spec` (nothing is written): kind, hparams, key and the data's identity."
+    "The store's `Run` for `spec` (nothing is written): kind, hparams, key, the data's identity and a stop before the end."
     key = dict(spec.key or {})
-    if train is not None or spec.data is not None: key.update(data_key(spec.hparams, train or spec.data[0]))
+    if train is None and spec.data is not None: train = spec.data[0]
+    if train is not None: key.update(data_key(spec.hparams, train))
+    if spec.stop is not None:
+        stop = stop_step(spec, train if train is not None else load_data(spec.hparams)[0])
+        if stop is not None: key['stop'] = stop
     return store.run(spec.kind, spec.hparams, key or None)
 
 def _train_one(spec:RunSpec, store:Store, device, progress:bool) -> Run:
@@ -141,7 +162,7 @@ def _train_one(spec:RunSpec, store:Store, device, progress:bool) -> Run:
     run = spec_run(spec, store, train)
     if run.done: return run
     model = (spec.model or build_model)(hp, train)
-    if spec.init is not None: model.load_state_dict(spec.init)
+    if spec.init is not None: model.load_state_dict(spec.init['model'] if is_checkpoint(spec.init) else spec.init)
     with run.lock():                                        # another process training this run: wait for it
         return run if run.done else _fit(spec, run, model, train, test, device, progress)
 
@@ -150,12 +171,14 @@ def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData
     cbs = [EvalCB({'test': test}, every=spec.eval_every), _ResumeCB(run, spec.save_every), *spec.callbacks]
     tr = Trainer(model, hp, train, mask=spec.mask, device=device, lr_fn=spec.lr_fn, callbacks=cbs,
                  loss_fn=spec.loss_fn, params=spec.params(model) if spec.params else None)
-    keep = sorted({tr.steps(s) for s in spec.checkpoints} | {tr.end_step})
+    end = run.key.get('stop', tr.end_step)                  # a stop before the end is in the key
+    keep = sorted({tr.steps(s) for s in spec.checkpoints} | {end})
     tr.callbacks = sorted(tr.callbacks + [CheckpointCB(keep, run.save_checkpoint)]
                           + ([ProgressCB(f'{spec.kind} {run.name[:8]}')] if progress else []), key=lambda c: c.order)
     run.begin(resolved_precision=tr.precision, device=str(tr.device))
     if spec.mask is not None: run.save_mask(spec.mask)
     start, state = tr.steps(spec.start), _latest_state(run)
+    if state is None and is_checkpoint(spec.init): tr.load_state(spec.init)   # its optimizer state too
     if state is not None:
         began = run.record().get('resolved_precision')
         if began not in (None, tr.precision):
@@ -165,7 +188,7 @@ def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData
         for k, cb in _stateful(tr).items():
             if k in state.get('callbacks', {}): cb.load_state_dict(state['callbacks'][k])
         start = tr.step
-    tr.fit(start, tr.end_step)
+    tr.fit(start, end)
     hist = history_frame(tr.history)
     run.save_metrics(hist)
     last_test = hist[(hist.split == 'test') & (hist.step == tr.step)].iloc[-1]   # EvalCB evaluated it after the fit
@@ -212,7 +235,7 @@ def ensure_checkpoints(run:Run, # a finished run
     hp = run.hparams
     train = (data or load_data(hp))[0]
     p = plan(hp, train)
-    wanted = {p.it(s) for s in steps}
+    wanted = {p.it(s, 'checkpoint', end=run.key.get('stop')) for s in steps}   # a stopped run ends at its stop
     if wanted <= set(run.checkpoint_steps()): return run
     with run.lock():                                        # one replay at a time, whoever asks
         missing = sorted(wanted - set(run.checkpoint_steps()))
@@ -225,9 +248,10 @@ def _replay(run:Run, missing:list[int], hp:TrainHparams, train:ImageData, init, 
         raise FileNotFoundError(f'{run} has no checkpoint before step {missing[0]} to replay from (it has {run.checkpoint_steps()}); '
                                 f'pass its starting weights as init= and start=, or train it again with checkpoints=[{missing[0]}]')
     net = (model or build_model)(hp, train)
-    if init is not None and not earlier: net.load_state_dict(init)
+    if init is not None and not earlier: net.load_state_dict(init['model'] if is_checkpoint(init) else init)
     tr = Trainer(net, hp, train, mask=run.mask(), device=device, callbacks=[CheckpointCB(missing, run.save_checkpoint)])
     if earlier: start = earlier[-1]; tr.load_state(run.load_checkpoint(start))
+    elif is_checkpoint(init): tr.load_state(init)
     tr.fit(start, missing[-1])
 
 def dense_run(hp:TrainHparams, # what the dense network computes
