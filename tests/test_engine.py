@@ -148,3 +148,62 @@ def test_engine_probe_measures_once_and_caches(monkeypatch, tmp_path):
     monkeypatch.setenv('TICKETLAB_ENGINE', 'fast')
     with pytest.raises(ValueError, match='TICKETLAB_ENGINE'): resolve_engine('auto', hp, 3, (1, 8, 8), 10, 'cpu')
     with pytest.raises(ValueError, match='auto, fused, off'): resolve_engine('on', hp, 3, (1, 8, 8), 10, 'cpu')
+
+# ---- through train_runs: each member written to the store as the one-at-a-time path writes it; SIGKILL mid-group
+import os, signal, subprocess, sys, textwrap
+from ticketlab.store import Store, load_checkpoint
+from ticketlab.runs import RunSpec, train_runs
+
+RUN_HP = TrainHparams(dataset='digits', model='lenet_300_100', width=0.25, batch_size=64, precision='fp32')
+LENGTHS = ('25it', '12it', '20it')
+def run_specs(extra_cbs=()):
+    return [RunSpec(RUN_HP.replace(training_steps=T, init_seed=i, data_seed=i), checkpoints=['5it'], save_every='5it',
+                    eval_every='10it', callbacks=list(extra_cbs) if i == 0 else []) for i, T in enumerate(LENGTHS)]
+
+KILLER = textwrap.dedent('''
+    import os, signal, sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, sys.argv[3])
+    from test_engine import run_specs
+    from ticketlab.store import Store
+    from ticketlab.runs import train_runs
+    from ticketlab.train import Callback
+    class Kill(Callback):
+        order = 99   # member 0's resume checkpoint of this step is written; members 1 and 2 have not reached this step's yet
+        def after_step(self, t):
+            if t.step == int(sys.argv[2]): os.kill(os.getpid(), signal.SIGKILL)
+    train_runs(run_specs([Kill()]), Store(sys.argv[1]), progress=False, engine='fused')
+''')
+
+def _final(run): return run.weights(run.checkpoint_steps()[-1])
+
+def test_fused_train_runs_write_what_solo_writes(tmp_path):
+    torch.set_num_threads(1)
+    fused = train_runs(run_specs(), Store(tmp_path/'fused'), progress=False, engine='fused')
+    solo = train_runs(run_specs(), Store(tmp_path/'solo'), progress=False, engine='off')
+    for f, s in zip(fused, solo):
+        assert f.name == s.name and f.checkpoint_steps() == s.checkpoint_steps() and not (f.path/'resume.pt').exists()
+        assert f.summary()['engine'] == 'fused' and f.summary()['group'] == 3 and f.record()['engine'] == 'fused'
+        assert set(f.summary()) - set(s.summary()) == {'engine', 'group'} and f.summary()['step'] == s.summary()['step']
+        mf, ms = f.metrics(), s.metrics()
+        assert mf[['step', 'split']].equals(ms[['step', 'split']])
+        assert (mf.accuracy - ms.accuracy).abs().max() < 0.02      # test accuracy of near-identical weights
+        a, b = _final(f), _final(s)
+        assert all(rel(b[k], a[k]) < 1e-4 for k in a)
+
+def test_group_killed_mid_step_resumes_to_identical_runs(tmp_path):
+    torch.set_num_threads(1)
+    full = train_runs(run_specs(), Store(tmp_path/'full'), progress=False, engine='fused')
+    p = subprocess.run([sys.executable, '-c', KILLER, str(tmp_path/'killed'), '15', os.path.dirname(__file__)],
+                       capture_output=True, text=True)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    st = Store(tmp_path/'killed')
+    runs = [st.run('train', s.hparams) for s in run_specs()]
+    assert [r.done for r in runs] == [False, True, False]                        # the 12-step member finished before the kill
+    assert [load_checkpoint(r.path/'resume.pt')['step'] for r in (runs[0], runs[2])] == [15, 10]
+    resumed = train_runs(run_specs(), st, progress=False, engine='fused')        # members 0 and 2 from different steps
+    for a, b in zip(full, resumed):
+        assert b.done and a.checkpoint_steps() == b.checkpoint_steps()
+        wa, wb = _final(a), _final(b)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), b
+        assert a.summary()['test_accuracy'] == b.summary()['test_accuracy']

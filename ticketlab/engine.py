@@ -47,6 +47,7 @@ class Member:
         self.ipe, self.device, self.precision = loader.iterations_per_epoch, group.device, group.precision
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.step, self.end, self.history, self.loss, self.momentum = 0, self.steps(hp.training_steps), [], None, None
+        self.finished = False   # reached its end in the current `fit`
         self._fresh = True   # no optimiser step yet: no momentum buffers (as in torch's SGD)
 
     def steps(self, s) -> int: return Step.from_str(s, self.ipe).it
@@ -54,6 +55,8 @@ class Member:
     def end_step(self) -> int: return self.steps(self.hp.training_steps)
     @property
     def active(self) -> bool: return self.step < self.end
+    @property
+    def threads(self) -> int|None: return self.group.threads
     def _event(self, name):
         for cb in self.callbacks: cb(name, self)
 
@@ -221,12 +224,18 @@ def _event(self:GroupTrainer, mb:Member, name:str):
     except CancelFitException: mb.end = mb.step
 
 @patch
+def _leave(self:GroupTrainer, mb:Member):
+    "`mb` has reached its end: its network gets its final state, and its `after_fit` runs now, while the others go on."
+    self._sync(mb); mb.finished = True
+    self._event(mb, 'after_fit')
+
+@patch
 def fit(self:GroupTrainer, starts=0, # first global step of each member (one for all, or one per member; Step strings or ints)
         ends=None): # last global step of each (default: each member's training_steps)
     "Train every member from its start to its end; a member that reaches its end leaves the group, the rest go on."
     n = len(self.members)
     for mb, s, e in zip(self.members, _per_member(starts, n, 'starts'), _per_member(ends, n, 'ends')):
-        mb.step, mb.end = mb.steps(s), mb.steps(e if e is not None else mb.hp.training_steps)
+        mb.step, mb.end, mb.finished = mb.steps(s), mb.steps(e if e is not None else mb.hp.training_steps), False
         mb._model.train()
     m0, shape = self.members[0], getattr(getattr(self.members[0].loader, 'data', None), 'shape', None)
     policy = (thread_policy(m0._model, shape, m0.hp.batch_size, self.device) if shape
@@ -234,7 +243,11 @@ def fit(self:GroupTrainer, starts=0, # first global step of each member (one for
     with deterministic_algorithms(self.device, m0.hp.deterministic), policy as self.threads:
         try:
             for mb in self.members: self._event(mb, 'before_fit')
-            while active := [mb for mb in self.members if mb.step < mb.end]:
+            while True:
+                for mb in self.members:
+                    if not mb.finished and mb.step >= mb.end: self._leave(mb)
+                active = [mb for mb in self.members if not mb.finished]
+                if not active: break
                 if active != self._stacked: self._restack(active)
                 for mb in active: self._event(mb, 'before_step')
                 if any(mb.step >= mb.end for mb in active): continue      # cancelled before its step
@@ -242,7 +255,8 @@ def fit(self:GroupTrainer, starts=0, # first global step of each member (one for
                 for mb in active: self._event(mb, 'after_step')
         finally:
             self._unstack()
-            for mb in self.members: self._event(mb, 'after_fit')
+            for mb in self.members:
+                if not mb.finished: self._event(mb, 'after_fit')    # an error ended the fit: callbacks still close
     return self
 
 # %% ../nbs/04a_engine.ipynb #ba7ad089
