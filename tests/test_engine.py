@@ -120,6 +120,8 @@ def test_bad_groups_are_named():
         GroupTrainer([net(0), get_model('lenet_300_100', 10, train.shape, width=0.5)], hps, train, device='cpu')
     with pytest.raises(ValueError, match='SGD only'):
         GroupTrainer([net(0)], [hps[0].replace(optimizer='adam')], train, device='cpu')
+    with pytest.raises(ValueError, match='fp32 only'):     # under bf16 autocast vmap's convolutions would run in fp32
+        GroupTrainer([net(0)], [hps[0].replace(precision='bf16')], train, device='cpu')
 
 def test_pick_engine_never_picks_the_slower_path():
     assert pick_engine(fused_s=1.0, solo_s=2.0) == 'fused'
@@ -143,6 +145,7 @@ def test_engine_probe_measures_once_and_caches(monkeypatch, tmp_path):
     assert resolve_engine('auto', hp.replace(model='resnet20'), 5, (3, 8, 8), 10, 'cpu') == 'fused' and calls == [4, 8]
     assert resolve_engine('auto', hp, 1, (1, 8, 8), 10, 'cpu') == 'off'      # nothing to fuse
     assert resolve_engine('fused', hp, 3, (1, 8, 8), 10, 'cpu') == 'fused'   # forced: no measurement
+    assert resolve_engine('auto', hp.replace(precision='bf16'), 3, (1, 8, 8), 10, 'cpu') == 'off' and calls == [4, 8]   # fp32 only
     monkeypatch.setenv('TICKETLAB_ENGINE', 'fused')
     assert resolve_engine('auto', hp, 3, (1, 8, 8), 10, 'cpu') == 'fused' and calls == [4, 8]
     monkeypatch.setenv('TICKETLAB_ENGINE', 'fast')
@@ -207,3 +210,8 @@ def test_group_killed_mid_step_resumes_to_identical_runs(tmp_path):
         wa, wb = _final(a), _final(b)
         assert all(torch.equal(wa[k], wb[k]) for k in wa), b
         assert a.summary()['test_accuracy'] == b.summary()['test_accuracy']
+
+def test_bf16_specs_train_one_at_a_time(tmp_path):
+    specs = [RunSpec(RUN_HP.replace(training_steps='3it', init_seed=i, precision='bf16')) for i in range(2)]
+    with pytest.warns(UserWarning, match='fp32 only'): runs = train_runs(specs, Store(tmp_path), progress=False, engine='fused')
+    assert all(r.done and 'engine' not in r.summary() for r in runs)

@@ -42,7 +42,7 @@ def fused_sgd_(params:list[torch.Tensor], # the (stacked) tensors to update in p
 # %% ../nbs/04a_engine.ipynb #8c8b147b
 class Member:
     "One network of a `GroupTrainer`, seen as a `Trainer` by its callbacks: `step`, `end`, `model`, `state()`, `history`, ..."
-    def __init__(self, group:GroupTrainer, i:int, model:nn.Module, hp:TrainHparams, loader, lr_fn, mask:Mask|None, callbacks):
+    def __init__(self, group, i:int, model:nn.Module, hp:TrainHparams, loader, lr_fn, mask:Mask|None, callbacks): # group: its `GroupTrainer`
         self.group, self.i, self._model, self.hp, self.loader, self.lr_fn, self.mask = group, i, model, hp, loader, lr_fn, mask
         self.ipe, self.device, self.precision = loader.iterations_per_epoch, group.device, group.precision
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
@@ -127,6 +127,10 @@ class GroupTrainer:
         _groupable(models, hps)
         self.device = torch.device(device or default_device())
         self.precision = resolve_precision(hps[0].precision, self.device)
+        if self.precision != 'fp32':
+            raise ValueError(f'the engine trains in fp32 only: precision={hps[0].precision!r} is {self.precision} on {self.device}, and under '
+                             "bf16 autocast vmap's batched convolutions run in fp32, so the run would not be the one it records; "
+                             "use precision='fp32', or train one at a time")
         if 'CUBLAS_WORKSPACE_CONFIG' in (s := determinism_settings(self.device, hps[0].deterministic)):
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', s['CUBLAS_WORKSPACE_CONFIG'])
         for m in models: m.to(self.device)
@@ -135,8 +139,10 @@ class GroupTrainer:
         self._move = batches is not None
         if batches is None:
             if train is None: raise ValueError('the GroupTrainer needs a training set `train` or per-member `batches`')
-            batches = [Loader(t, h.batch_size, h.data_seed, augment=h.augment, device=self.device)
-                       for t, h in zip(_per_member(train, n, 'train'), hps)]
+            trains, on = _per_member(train, n, 'train'), {}
+            for t in trains:     # each distinct training set moves to the device once, however many members share it
+                if id(t) not in on: on[id(t)] = t.to(self.device)
+            batches = [Loader(on[id(t)], h.batch_size, h.data_seed, augment=h.augment, device=self.device) for t, h in zip(trains, hps)]
         batches, masks = _per_member(batches, n, 'batches'), _per_member(masks, n, 'masks')
         lr_fns, cbs = _per_member(lr_fns, n, 'lr_fns'), _per_member(callbacks if callbacks is not None else [()]*n, n, 'callbacks')
         self.members = [Member(self, i, m, h, b, f or lr_schedule(h, b.iterations_per_epoch), k, c)
@@ -342,4 +348,5 @@ def resolve_engine(engine:str, # 'auto', 'fused' or 'off'
             if env not in ENGINES: raise ValueError(f'TICKETLAB_ENGINE={env!r}: choose one of {", ".join(ENGINES)}, or unset it')
             engine = env
     if engine != 'auto': return engine
+    if resolve_precision(hp.precision, device) != 'fp32': return 'off'    # the engine is fp32 only (see GroupTrainer)
     return 'off' if n < 2 else engine_probe(hp, n, shape, num_classes, device)['choice']

@@ -211,13 +211,18 @@ class _FinishCB(Callback):
 
 def _train_group(specs:list[RunSpec], store:Store, device, progress:bool, engine:str) -> dict[int, Run]:
     "Train the runs of `specs` that are not done together, if `engine` says so; {index in `specs`: finished run}."
-    todo, seen = [], set()
+    todo, seen, loaded = [], set(), {}    # one copy of a data set that several specs name
     for i, spec in enumerate(specs):
-        train, test = spec.data or load_data(spec.hparams)
+        hp = spec.hparams
+        if spec.data is None and (hp.dataset, hp.data_root) not in loaded: loaded[hp.dataset, hp.data_root] = load_data(hp)
+        train, test = spec.data or loaded[hp.dataset, hp.data_root]
         run = spec_run(spec, store, train)
         if not run.done and run.path not in seen: todo.append((i, spec, run, train, test)); seen.add(run.path)
     if len(todo) < 2: return {}
     hp0, train0 = todo[0][1].hparams, todo[0][3]
+    if resolve_precision(hp0.precision, device or default_device()) != 'fp32':      # the engine is fp32 only (see GroupTrainer)
+        if engine == 'fused': warnings.warn(f"engine='fused': {len(todo)} runs at precision={hp0.precision!r}, bf16 here, train one at a time (the engine is fp32 only)")
+        return {}
     if resolve_engine(engine, hp0, len(todo), train0.shape, train0.num_classes, device) != 'fused': return {}
     with contextlib.ExitStack() as locks:
         for _, _, run, _, _ in sorted(todo, key=lambda x: str(x[2].path)): locks.enter_context(run.lock())   # one order: no deadlock
