@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_runs.ipynb #275d52ef
 from __future__ import annotations
-import dataclasses, warnings
+import contextlib, dataclasses, warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 import torch
@@ -15,6 +15,7 @@ from .data import *
 from .models import *
 from .masks import *
 from .train import *
+from .engine import *
 from .store import *
 from .evaluate import *
 from .weights import *
@@ -166,51 +167,131 @@ def _train_one(spec:RunSpec, store:Store, device, progress:bool) -> Run:
     with run.lock():                                        # another process training this run: wait for it
         return run if run.done else _fit(spec, run, model, train, test, device, progress)
 
-def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData, device, progress:bool) -> Run:
-    hp = spec.hparams
-    cbs = [EvalCB({'test': test}, every=spec.eval_every), _ResumeCB(run, spec.save_every), *spec.callbacks]
-    tr = Trainer(model, hp, train, mask=spec.mask, device=device, lr_fn=spec.lr_fn, callbacks=cbs,
-                 loss_fn=spec.loss_fn, params=spec.params(model) if spec.params else None)
-    end = run.key.get('stop', tr.end_step)                  # a stop before the end is in the key
-    keep = sorted({tr.steps(s) for s in spec.checkpoints} | {end})
-    tr.callbacks = sorted(tr.callbacks + [CheckpointCB(keep, run.save_checkpoint)]
-                          + ([ProgressCB(f'{spec.kind} {run.name[:8]}')] if progress else []), key=lambda c: c.order)
-    run.begin(resolved_precision=tr.precision, device=str(tr.device))
+def _end(run:Run, t) -> int:
+    "Where `run` ends: its stop when that is before the end (it is then in the key), else the trainer `t`'s end."
+    return run.key.get('stop', t.end_step)
+
+def _callbacks(spec:RunSpec, run:Run, test:ImageData) -> list:
+    return [EvalCB({'test': test}, every=spec.eval_every), _ResumeCB(run, spec.save_every), *spec.callbacks]
+
+def _more_callbacks(spec:RunSpec, run:Run, t, progress:bool) -> list:
+    "The trainer `t`'s callbacks plus the checkpoints `spec` keeps (and its end) and a progress bar, in order."
+    keep = sorted({t.steps(s) for s in spec.checkpoints} | {_end(run, t)})
+    return sorted(t.callbacks + [CheckpointCB(keep, run.save_checkpoint)]
+                  + ([ProgressCB(f'{spec.kind} {run.name[:8]}')] if progress else []), key=lambda c: c.order)
+
+def _resume(spec:RunSpec, run:Run, t, **resolved) -> int:
+    "Begin `run` (or find where it stopped): load its newest state into the trainer `t`; the step to start from."
+    run.begin(resolved_precision=t.precision, device=str(t.device), **resolved)
     if spec.mask is not None: run.save_mask(spec.mask)
-    start, state = tr.steps(spec.start), _latest_state(run)
-    if state is None and is_checkpoint(spec.init): tr.load_state(spec.init)   # its optimizer state too
-    if state is not None:
-        began = run.record().get('resolved_precision')
-        if began not in (None, tr.precision):
-            warnings.warn(f'{run} began under {began} and resumes under {tr.precision} (precision={hp.precision!r} resolves '
-                          f'differently on {tr.device} here): the run mixes precisions; pass an explicit precision to avoid it')
-        tr.load_state(state); tr.history = list(state.get('history', []))
-        for k, cb in _stateful(tr).items():
-            if k in state.get('callbacks', {}): cb.load_state_dict(state['callbacks'][k])
-        start = tr.step
-    tr.fit(start, end)
-    hist = history_frame(tr.history)
+    state = _latest_state(run)
+    if state is None:
+        if is_checkpoint(spec.init): t.load_state(spec.init)   # a trainer checkpoint: its optimizer state too
+        return t.steps(spec.start)
+    began = run.record().get('resolved_precision')
+    if began not in (None, t.precision):
+        warnings.warn(f'{run} began under {began} and resumes under {t.precision} (precision={spec.hparams.precision!r} resolves '
+                      f'differently on {t.device} here): the run mixes precisions; pass an explicit precision to avoid it')
+    t.load_state(state); t.history = list(state.get('history', []))
+    for k, cb in _stateful(t).items():
+        if k in state.get('callbacks', {}): cb.load_state_dict(state['callbacks'][k])
+    return t.step
+
+def _finish(run:Run, t, train:ImageData, **extra) -> Run:
+    "Save the metrics of the trained `t`, evaluate it on `train`, mark `run` done and drop its resume checkpoint."
+    hist = history_frame(t.history)
     run.save_metrics(hist)
-    last_test = hist[(hist.split == 'test') & (hist.step == tr.step)].iloc[-1]   # EvalCB evaluated it after the fit
-    final = {f'train_{k}': v for k, v in evaluate(tr.model, train, device=tr.device, precision=tr.precision).items()}
+    last_test = hist[(hist.split == 'test') & (hist.step == t.step)].iloc[-1]   # EvalCB evaluated it after the fit
+    final = {f'train_{k}': v for k, v in evaluate(t.model, train, device=t.device, precision=t.precision).items()}
     final.update(test_loss=float(last_test.loss), test_accuracy=float(last_test.accuracy))
-    run.mark_done(dict(final, step=tr.step, precision=tr.precision, device=str(tr.device), threads=tr.threads))
+    run.mark_done(dict(final, step=t.step, precision=t.precision, device=str(t.device), threads=t.threads, **extra))
     (run.path/'resume.pt').unlink(missing_ok=True)
     return run
+
+def _fit(spec:RunSpec, run:Run, model:nn.Module, train:ImageData, test:ImageData, device, progress:bool) -> Run:
+    hp = spec.hparams
+    tr = Trainer(model, hp, train, mask=spec.mask, device=device, lr_fn=spec.lr_fn, callbacks=_callbacks(spec, run, test),
+                 loss_fn=spec.loss_fn, params=spec.params(model) if spec.params else None)
+    tr.callbacks = _more_callbacks(spec, run, tr, progress)
+    start = _resume(spec, run, tr)
+    tr.fit(start, _end(run, tr))
+    return _finish(run, tr, train)
+
+# %% ../nbs/08_runs.ipynb #e7a1c0df
+_GRADIENT_EVENTS = ('after_loss', 'after_backward', 'before_opt_step')
+
+def _group_key(spec:RunSpec):
+    "What specs stepped together must share; None for a spec the engine cannot step (custom model, loss, parameters, gradient callbacks, Adam, compile, a trainer checkpoint to start from)."
+    hp = spec.hparams
+    if spec.model or spec.params or spec.loss_fn or hp.optimizer != 'sgd' or hp.compile or is_checkpoint(spec.init): return None
+    if any(not isinstance(cb, Callback) or any(getattr(cb, e, None) is not None for e in _GRADIENT_EVENTS) for cb in spec.callbacks):
+        return None
+    data = (tuple(spec.data[0].shape), spec.data[0].num_classes) if spec.data is not None else (hp.dataset, hp.data_root)
+    return (hp.model, hp.width, hp.batch_size, hp.momentum, hp.weight_decay, hp.nesterov, hp.precision, hp.deterministic, data)
+
+class _FinishCB(Callback):
+    "Finish a member's run as soon as it leaves the group (the others train on)."
+    order = 1000
+    def __init__(self, run:Run, train:ImageData, n:int): self.run, self.train, self.n = run, train, n
+    def after_fit(self, t):
+        if t.finished: _finish(self.run, t, self.train, engine='fused', group=self.n)
+
+def _train_group(specs:list[RunSpec], store:Store, device, progress:bool, engine:str) -> dict[int, Run]:
+    "Train the runs of `specs` that are not done together, if `engine` says so; {index in `specs`: finished run}."
+    todo, seen, loaded = [], set(), {}    # one copy of a data set that several specs name
+    for i, spec in enumerate(specs):
+        hp = spec.hparams
+        if spec.data is None and (hp.dataset, hp.data_root) not in loaded: loaded[hp.dataset, hp.data_root] = load_data(hp)
+        train, test = spec.data or loaded[hp.dataset, hp.data_root]
+        run = spec_run(spec, store, train)
+        if not run.done and run.path not in seen: todo.append((i, spec, run, train, test)); seen.add(run.path)
+    if len(todo) < 2: return {}
+    hp0, train0 = todo[0][1].hparams, todo[0][3]
+    if resolve_precision(hp0.precision, device or default_device()) != 'fp32':      # the engine is fp32 only (see GroupTrainer)
+        if engine == 'fused': warnings.warn(f"engine='fused': {len(todo)} runs at precision={hp0.precision!r}, bf16 here, train one at a time (the engine is fp32 only)")
+        return {}
+    if resolve_engine(engine, hp0, len(todo), train0.shape, train0.num_classes, device) != 'fused': return {}
+    with contextlib.ExitStack() as locks:
+        for _, _, run, _, _ in sorted(todo, key=lambda x: str(x[2].path)): locks.enter_context(run.lock())   # one order: no deadlock
+        todo = [x for x in todo if not x[2].done]          # another process finished some while we waited
+        if len(todo) < 2: return {}
+        models = []
+        for _, spec, _, train, _ in todo:
+            m = build_model(spec.hparams, train)
+            if spec.init is not None: m.load_state_dict(spec.init)
+            models.append(m)
+        g = GroupTrainer(models, [x[1].hparams for x in todo], [x[3] for x in todo], masks=[x[1].mask for x in todo],
+                         callbacks=[_callbacks(spec, run, test) for _, spec, run, _, test in todo], device=device,
+                         lr_fns=[x[1].lr_fn for x in todo])
+        starts = []
+        for mb, (_, spec, run, train, _) in zip(g, todo):
+            mb.callbacks = _more_callbacks(spec, run, mb, progress) + [_FinishCB(run, train, len(todo))]
+            starts.append(_resume(spec, run, mb, engine='fused'))
+        g.fit(starts, [_end(x[2], mb) for mb, x in zip(g, todo)])
+    return {i: run for i, _, run, _, _ in todo}
 
 def train_runs(specs:Iterable[RunSpec], # what to train
                store:Store|None=None, # default: the store under TICKETLAB_HOME
                *,
                device=None, # default: CUDA if available
                progress:bool=True, # progress bars (one per run, and one over the runs when there are several)
+               engine:str='off', # 'fused': step compatible specs together (`ticketlab.engine`); 'auto': where measured faster; 'off': one at a time
               ) -> list[Run]:
     "Train every spec (or reuse / resume its stored run); one finished `Run` per spec, in order."
     specs, store, done = list(specs), store or Store(), {}
     bad = [type(s).__name__ for s in specs if not isinstance(s, RunSpec)]
     if bad: raise TypeError(f'train_runs takes RunSpecs, got {bad[0]}')
+    if engine not in ENGINES: raise ValueError(f'unknown engine {engine!r}; choose one of {", ".join(ENGINES)}')
+    fused = {}
+    if engine != 'off':
+        groups = {}
+        for i, spec in enumerate(specs):
+            if (k := _group_key(spec)) is not None: groups.setdefault(k, []).append(i)
+        for idx in groups.values():
+            if len(idx) > 1: fused.update({idx[j]: r for j, r in _train_group([specs[i] for i in idx], store, device, progress, engine).items()})
     out = []
-    for spec in tqdm(specs, desc='runs', leave=False, disable=not progress or len(specs) < 2):
-        run = _train_one(spec, store, device, progress)
+    for i, spec in enumerate(tqdm(specs, desc='runs', leave=False, disable=not progress or len(specs) < 2)):
+        run = fused[i] if i in fused else _train_one(spec, store, device, progress)
         out.append(done.setdefault(run.path, run))
     return out
 
