@@ -111,3 +111,60 @@ def test_killed_workers_run_is_resumed_by_the_next(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
     pd.testing.assert_frame_equal(ref.metrics(), run.metrics())
     _same_results(full, res)
+
+# -- ticketlab sweep -----------------------------------------------------------------------------------------------
+
+from ticketlab.cli import main
+
+def run_main(capsys, *argv):
+    try: code = main(list(argv))
+    except SystemExit as e: code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+BAD = [(['train', '--grid', 'lrr=0.1'], "unknown key 'lrr'; choose from"),
+       (['train', '--grid', 'lr=0.1,-1'], 'lr=-1.0: lr: -1.0 is outside'),
+       (['train', '--grid', 'model=resnet21'], 'resnet20'),
+       (['train', '--executor', 'dask'], "unknown executor 'dask'; choose one of local, submitit, inline"),
+       (['train', '--workers', '0'], '--workers must be >= 1'),
+       (['train', '--option', 'timeout_min=5'], 'for --executor submitit'),
+       (['notebook'], 'needs NAME, the paper: one of'),
+       (['notebook', 'lmc', '--grid', 'preset=smoke,huge'], "unknown preset 'huge'; choose one of smoke, cpu, paper"),
+       (['notebook', 'lmc', '--grid', 'replicates=1'], "unknown key 'replicates'; choose from"),
+       (['notebook', 'lmc', '--lr', '0.1'], '--lr is for sweep train'),
+       (['frob'], "invalid choice: 'frob'")]
+
+@pytest.mark.parametrize('args,expect', BAD, ids=[' '.join(a) for a, _ in BAD])
+def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, args, expect):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capsys, 'sweep', *args, '--out', str(tmp_path/'out'))
+    assert code == 2 and err.count('\n') == 1 and err.startswith('ticketlab sweep: error:') and expect in err, err
+    assert list(tmp_path.iterdir()) == []
+
+def test_cli_sweep_train_writes_csv_and_png(tmp_path, capsys, reference):
+    code, out, err = run_main(capsys, 'sweep', 'train', '--grid', 'lr=0.05,0.1', '--training-steps', '20it', '--precision', 'fp32',
+                              '--executor', 'inline', '--no-progress', '--store', str(tmp_path/'runs'), '--out', str(tmp_path/'out'))
+    assert code == 0, err
+    res = pd.read_csv(tmp_path/'out'/'sweep.csv')
+    _same_results(res, reference[1][:2])
+    assert (tmp_path/'out'/'sweep.png').stat().st_size > 1000 and '0.05' in out and 'wrote' in out
+
+TINY_NB = '''{"cells": [
+ {"cell_type": "code", "execution_count": null, "id": "a", "metadata": {"tags": ["parameters"]}, "outputs": [],
+  "source": ["preset = \\"smoke\\"\\n", "out_dir = \\".\\"\\n", "n = 2"]},
+ {"cell_type": "code", "execution_count": null, "id": "b", "metadata": {}, "outputs": [],
+  "source": ["import os, pandas as pd\\n", "assert n > 0, 'n must be positive'\\n",
+             "pd.DataFrame({'i': range(n), 'square': [i * i for i in range(n)]}).to_csv(os.path.join(out_dir, 'squares.csv'), index=False)"]}],
+ "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}}, "nbformat": 4, "nbformat_minor": 5}'''
+
+def test_cli_sweep_notebook_on_the_local_pool(tmp_path, monkeypatch, capsys):
+    "A notebook with a parameters cell stands in for a paper notebook: two workers, one point failing in the notebook."
+    (tmp_path/'papers').mkdir(); (tmp_path/'papers'/'tiny.ipynb').write_text(TINY_NB)
+    monkeypatch.setenv('TICKETLAB_PAPERS', str(tmp_path/'papers'))
+    code, out, err = run_main(capsys, 'sweep', 'notebook', 'tiny', '--grid', 'n=2,3,0', '--workers', '2', '--no-progress', '--out', str(tmp_path/'out'))
+    assert code == 1 and err.strip() == 'ticketlab sweep: point 2 failed: AssertionError: n must be positive', err
+    res = pd.read_csv(tmp_path/'out'/'sweep.csv')
+    assert res.n.tolist() == [2, 2, 3, 3, 3, 0] and res.status.tolist() == ['ok'] * 5 + ['failed']
+    assert res.square[:5].tolist() == [0, 1, 0, 1, 4] and set(res.table[:5]) == {'squares'}
+    assert (tmp_path/'out'/'preset=smoke,n=3'/'tiny.ipynb').exists() and not (tmp_path/'out'/'sweep.png').exists()
+    assert res.worker[:5].nunique() >= 1
