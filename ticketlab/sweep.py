@@ -85,7 +85,7 @@ class _TrainedFrom(Callback):
     def before_fit(self, t): self.step = t.step
 
 def train_job(replicates:int=1, # replicates of the point: `replicate(hp, r)` for r < replicates
-              store=None, # the run store's folder (default: $TICKETLAB_HOME/runs)
+              store=None, # the run store, or its folder (default: $TICKETLAB_HOME/runs)
               device=None, # default: CUDA if available
               checkpoints:Iterable=(), # global steps every run keeps (the end always)
               **hparams, # `TrainHparams` fields, e.g. lr=0.1, model='lenet_300_100', training_steps='2ep'
@@ -95,7 +95,7 @@ def train_job(replicates:int=1, # replicates of the point: `replicate(hp, r)` fo
     hp = TrainHparams.from_dict(hparams)
     marks = [_TrainedFrom() for _ in range(replicates)]
     specs = [RunSpec(replicate(hp, r), checkpoints=list(checkpoints), callbacks=[m]) for r, m in enumerate(marks)]
-    runs = train_runs(specs, Store(store) if store else None, device=device, progress=False)
+    runs = train_runs(specs, store if isinstance(store, Store) or store is None else Store(store), device=device, progress=False)
     return pd.DataFrame([dict(replicate=r, run=run.name, trained_from=m.step, **run.summary())
                          for r, (run, m) in enumerate(zip(runs, marks))])
 
