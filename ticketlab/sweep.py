@@ -99,6 +99,27 @@ def train_job(replicates:int=1, # replicates of the point: `replicate(hp, r)` fo
     return pd.DataFrame([dict(replicate=r, run=run.name, trained_from=m.step, **run.summary())
                          for r, (run, m) in enumerate(zip(runs, marks))])
 
+# %% ../nbs/19a_sweep.ipynb #91dd4c79
+@contextlib.contextmanager
+def _threads_env(n:int|None):
+    "Processes started in the block (notebook kernels) see `n` OpenMP/MKL threads (None: as they are)."
+    keys = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')
+    old = {k: os.environ.get(k) for k in keys}
+    if n: os.environ.update({k: str(n) for k in keys})
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
+_WORKER_THREADS = None   # a worker's share of the cores, once `_limit_threads` set it
+
+def _limit_threads(n:int|None):
+    "In a worker: `n` torch threads, as if torch had started with them (core's `thread_policy` still trains small models on one)."
+    global _WORKER_THREADS
+    if not n or os.environ.get('OMP_NUM_THREADS'): return          # unset, or the user's choice: it stands
+    torch.set_num_threads(n); _core._TORCH_THREADS = n; _WORKER_THREADS = n
+
 # %% ../nbs/19a_sweep.ipynb #d4afb24e
 def point_folder(point:dict) -> str:
     "A folder name for a grid point: its parameters as `key=value` joined by `,` (made safe; long ones shortened with a hash)."
@@ -146,26 +167,6 @@ def _call(fn:Callable, kwargs:dict) -> tuple:
         if not isinstance(df, pd.DataFrame): raise TypeError(f'{getattr(fn, "__name__", fn)} returned {type(df).__name__}, not a DataFrame')
         return df, '', time.time() - t0, worker
     except Exception as e: return None, _last_line(e), time.time() - t0, worker
-
-@contextlib.contextmanager
-def _threads_env(n:int|None):
-    "Processes started in the block (notebook kernels) see `n` OpenMP/MKL threads (None: as they are)."
-    keys = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')
-    old = {k: os.environ.get(k) for k in keys}
-    if n: os.environ.update({k: str(n) for k in keys})
-    try: yield
-    finally:
-        for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
-
-_WORKER_THREADS = None   # a worker's share of the cores, once `_limit_threads` set it
-
-def _limit_threads(n:int|None):
-    "In a worker: `n` torch threads, as if torch had started with them (core's `thread_policy` still trains small models on one)."
-    global _WORKER_THREADS
-    if not n or os.environ.get('OMP_NUM_THREADS'): return          # unset, or the user's choice: it stands
-    torch.set_num_threads(n); _core._TORCH_THREADS = n; _WORKER_THREADS = n
 
 def _call_in(threads:int|None, fn:Callable, kwargs:dict) -> tuple:
     "`_call` in a worker of its own (a submitit job) limited to `threads` threads."
