@@ -31,8 +31,8 @@ __all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'SCORE_ACTIONS', 'SWEEP_JOBS', 'COMMA
            'experiment_group', 'check_replicates', 'train_parser', 'plot_history', 'cmd_train', 'imp_parser',
            'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser', 'cmd_perturb', 'pretrain_parser',
            'cmd_pretrain', 'supermask_parser', 'cmd_supermask', 'score_flags', 'scores_parser', 'cmd_scores',
-           'datadiet_parser', 'cmd_datadiet', 'replicate_parser', 'cmd_replicate', 'sweep_parser', 'point_label',
-           'sweep_table', 'cmd_sweep', 'main']
+           'datadiet_parser', 'cmd_datadiet', 'replicate_parser', 'cmd_replicate', 'sweep_parser', 'sweep_table',
+           'cmd_sweep', 'main']
 
 # %% ../nbs/20_cli.ipynb #152ad850
 def epilog() -> str:
@@ -627,7 +627,7 @@ def _check_sweep_train(args, store:Store):
     for pt in grid:
         q = {k: v for k, v in pt.items() if k != 'replicates'}
         try: h = hp.replace(**q)
-        except ValueError as e: raise ValueError(f'--grid {point_label(pt)}: {e}') from None
+        except ValueError as e: raise ValueError(f'--grid {_point_label(pt)}: {e}') from None
         if pt.get('replicates', 1) < 1: raise ValueError(f'--grid replicates must be >= 1, got {pt["replicates"]}')
         load_data(h)                                            # a missing data set fails here, before anything is written
     fixed = dict(shared, store=str(store.root.resolve()), device=args.device)
@@ -645,7 +645,7 @@ def _check_sweep_notebook(args, out:Path):
     for pt in grid: _check_paper(args.name, pt.get('preset', 'smoke'))
     return notebook_job, grid, dict(name=args.name, out_dir=str(out.resolve()))
 
-def point_label(pt:dict) -> str: return ' '.join(f'{k}={v}' for k, v in pt.items()) or '(defaults)'
+def _point_label(pt:dict) -> str: return ' '.join(f'{k}={v}' for k, v in pt.items()) or '(defaults)'
 
 def _check_sweep(args):
     options = _executor_options(args)
