@@ -102,7 +102,7 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys
 def test_out_must_be_a_folder(tmp_path, monkeypatch, capsys, command, where):
     monkeypatch.chdir(tmp_path)
     (tmp_path/'a_file').write_text('')
-    code, _, err = run_main(capsys, command, *(['lmc'] if command == 'replicate' else []), '--out', str(tmp_path/where))
+    code, _, err = run_main(capsys, command, *({'replicate': ['lmc'], 'sweep': ['train']}.get(command, [])), '--out', str(tmp_path/where))
     assert code == 2 and err.count('\n') == 1 and 'a_file exists and is not a folder' in err, err
     assert [p.name for p in tmp_path.iterdir()] == ['a_file']
 
@@ -143,6 +143,7 @@ def test_flags_of_each_command():
     assert {'--subsets', '--sizes', '--steps', '--references', '--pretrain-lr', '--seed', '--strategy', '--levels', '--fraction', '--replicates',
             '--scores', '--score-steps', '--K', '--kind', '--scores-dir', '--lr', '--training-steps'} | common <= flags['datadiet']
     assert CLI_DEFAULTS['datadiet'] == dict(fraction=0.5, levels=3)
+    assert {'--grid', '--executor', '--workers', '--cluster', '--option', '--replicates', '--lr', '--training-steps'} | common <= flags['sweep']
 
 def test_top_level_help_as_a_user_runs_it(tmp_path):
     p = ticketlab('--help', cwd=tmp_path)

@@ -137,8 +137,9 @@ def test_scores_npz_roundtrip(scores, tmp_path):
     assert (row['name'], row.kind, row.n, row.K, row.t, row.hash, row.path) == ('digits-el2n', 'el2n', len(scores), 2, 50, other.hash, str(p))
     with pytest.raises(FileNotFoundError, match="no scores named 'nope'.*digits-el2n"): Scores.load('nope', root=tmp_path)
 
-def test_scores_default_root_is_ticketlab_home(scores):
+def test_scores_default_root_is_ticketlab_home(scores, tmp_path, monkeypatch):
     from ticketlab.core import ticketlab_home
+    monkeypatch.setenv('TICKETLAB_HOME', str(tmp_path))          # not the session's home: later tests expect no saved scores there
     p = scores.save()
     assert p.parent == ticketlab_home()/'scores'
     assert Scores.load('digits-el2n').hash == scores.hash and 'digits-el2n' in list_scores().name.tolist()

@@ -51,7 +51,7 @@ def test_wheel_ships_the_notebooks_the_command_and_the_requirements(installed):
     assert '[console_scripts]\nticketlab = ticketlab.cli:main' in eps, eps
     reqs = {l.split(':', 1)[1].strip() for l in meta.splitlines() if l.startswith('Requires-Dist:')}
     assert {'papermill>=2.4', 'ipykernel>=6'} <= reqs, reqs                 # `ticketlab replicate` works after a plain install
-    assert {'Provides-Extra: dev', 'Provides-Extra: jupyter'} <= set(meta.splitlines())
+    assert {'Provides-Extra: dev', 'Provides-Extra: jupyter', 'Provides-Extra: cluster'} <= set(meta.splitlines())
     with tarfile.open(installed.sdist) as t:
         members = {m.split('/', 1)[1] for m in t.getnames() if '/' in m}
     assert {'settings.ini', 'MANIFEST.in', *(f'papers/{f}' for f in PAPERS)} <= members

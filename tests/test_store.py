@@ -108,3 +108,29 @@ def test_resume_under_another_precision_warns(tmp_path):
     (run.path/'hparams.json').write_text(json.dumps(dict(rec, resolved_precision=other)))   # as if begun on another machine
     with pytest.warns(UserWarning, match=f'began under {other} and resumes under'): train_run(hp, Store(tmp_path), progress=False, device='cpu')
     assert run.done
+
+HOLDER = textwrap.dedent('''
+    import sys, time
+    from ticketlab.store import Store
+    from ticketlab.train import TrainHparams
+    with Store(sys.argv[1]).run('train', TrainHparams()).lock(): print('held', flush=True); time.sleep(60)
+''')
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path):
+    "A process holding a run's lock is SIGKILLed: the lock file stays behind, stale, and the next process takes it over."
+    import socket, threading, time
+    from ticketlab.store import _stale
+    r = Store(tmp_path).run('train', TrainHparams())
+    holder = subprocess.Popen([sys.executable, '-c', HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # this checkout's ticketlab
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        got = []
+        def take():
+            with r.lock(poll=0.01): got.append((r.path/'lock').read_text())
+        t = threading.Thread(target=take); t.start(); time.sleep(0.5)
+        assert got == [] and not _stale(r.path/'lock')          # a live holder is waited on
+    finally: holder.kill(); holder.wait()
+    t.join(10)
+    assert got == [f'{socket.gethostname()} {os.getpid()}']     # taken over once the holder died
+    assert not (r.path/'lock').exists()

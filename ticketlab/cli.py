@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #0a9ca610
 from __future__ import annotations
-import argparse, contextlib, re, sys, time, warnings
+import argparse, contextlib, dataclasses, re, sys, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from .core import *
@@ -23,14 +23,16 @@ from .el2n import Scores, SCORE_KINDS, ensemble_plan, ensemble_scores, list_scor
 from .datadiet import DataDietHparams, diet_conditions, data_diet_experiment, plot_data_diet, pretraining_set
 from .papers import PRESETS, paper_names, run_paper, default_out_dir
 from .papers import _check as _check_paper, _require_runner
+from .sweep import EXECUTORS, Grid, literal, notebook_job, notebook_parameters, parse_axes, plot_sweep, require_submitit, sweep, train_job
 
 # %% auto #0
-__all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'SCORE_ACTIONS', 'COMMANDS', 'epilog', 'add_common', 'available_devices',
+__all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'SCORE_ACTIONS', 'SWEEP_JOBS', 'COMMANDS', 'epilog', 'add_common', 'available_devices',
            'check_device', 'check_folder', 'check_common', 'bad_input', 'new_axes', 'write_results', 'command_parser',
            'experiment_group', 'check_replicates', 'train_parser', 'plot_history', 'cmd_train', 'imp_parser',
            'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser', 'cmd_perturb', 'pretrain_parser',
            'cmd_pretrain', 'supermask_parser', 'cmd_supermask', 'score_flags', 'scores_parser', 'cmd_scores',
-           'datadiet_parser', 'cmd_datadiet', 'replicate_parser', 'cmd_replicate', 'main']
+           'datadiet_parser', 'cmd_datadiet', 'replicate_parser', 'cmd_replicate', 'sweep_parser', 'sweep_table',
+           'cmd_sweep', 'main']
 
 # %% ../nbs/20_cli.ipynb #152ad850
 def epilog() -> str:
@@ -566,6 +568,127 @@ def cmd_replicate(args:argparse.Namespace, prog='ticketlab replicate'):
     print(f'{args.name} ({args.preset}) ran in {time.time() - t0:.0f} s: {nb}; figures and CSVs in {nb.parent}')
     return nb
 
+# %% ../nbs/20_cli.ipynb #8ad05128
+SWEEP_JOBS = ('train', 'notebook')
+
+def sweep_parser(p=None) -> argparse.ArgumentParser:
+    "The parser of `ticketlab sweep`."
+    p = command_parser('sweep', 'A grid of training runs or of paper-notebook parameters on a process pool or a cluster (SLURM through submitit): one table.',
+                       [(TrainHparams, "sweep train: what every point shares, unless --grid sets it (part of the runs' identity unless noted)")], p)
+    p.add_argument('job', choices=SWEEP_JOBS, help='train: train (or reuse) the runs of every point; notebook: run paper notebook NAME at every point')
+    p.add_argument('name', nargs='?', default=None, help='notebook: the paper, one of ' + (', '.join(paper_names()) or '(none found)'))
+    g = experiment_group(p)
+    g.add_argument('--grid', action='append', default=[], metavar='KEY=V1,V2',
+                   help="an axis of the grid and its values (repeat for more axes: their product); train: a TrainHparams field or replicates; "
+                        "notebook: a name of the notebook's parameters cell, e.g. preset=smoke,cpu")
+    e = p.add_argument_group('executor')
+    e.add_argument('--executor', default='local', help=f'{", ".join(EXECUTORS)} (default: local)')
+    e.add_argument('--workers', type=int, default=2, help='local: processes in the pool (default: 2)')
+    e.add_argument('--cluster', default=None, help='submitit: slurm, local or debug (default: slurm where there is one, else local)')
+    e.add_argument('--option', action='append', default=[], metavar='KEY=VALUE',
+                   help='submitit: a parameter of its jobs, e.g. slurm_partition=gpu, timeout_min=120, cpus_per_task=4 (repeatable)')
+    return add_common(p, 'sweep', 'sweep.csv (one row per point and result row), sweep.png (train), the notebooks\' folders (notebook)')
+
+# %% ../nbs/20_cli.ipynb #d0306ad7
+def _field_parsers(cls) -> dict:
+    "Field name -> a function of the text of one value, as `cls`'s flags convert it."
+    def boolean(s):
+        if s.lower() in ('1', 'true', 'yes', 'on'): return True
+        if s.lower() in ('0', 'false', 'no', 'off'): return False
+        raise ValueError(f'{s!r} is not a boolean (true or false)')
+    out = {}
+    for f in dataclasses.fields(cls):
+        t = type(f.default) if f.default is not None else str
+        if t is int and f.metadata.get('lo') is not None and not float(f.metadata['lo']).is_integer(): t = float
+        out[f.name] = boolean if t is bool else t
+    return out
+
+def _executor_options(args) -> dict:
+    "`--executor`, `--workers`, `--cluster` and `--option` checked: the executor's options."
+    if args.executor not in EXECUTORS: raise ValueError(f'--executor: unknown executor {args.executor!r}; choose one of {", ".join(EXECUTORS)}')
+    if args.workers < 1: raise ValueError(f'--workers must be >= 1, got {args.workers}')
+    options = {}
+    for s in args.option:
+        k, eq, v = s.partition('=')
+        if not eq or not k.strip(): raise ValueError(f'--option {s!r}: write KEY=VALUE')
+        options[k.strip()] = literal(v.strip())
+    if args.executor != 'submitit':
+        if options or args.cluster: raise ValueError(f'--cluster and --option are for --executor submitit, not {args.executor}')
+        return options
+    require_submitit()
+    if args.cluster not in (None, 'slurm', 'local', 'debug'): raise ValueError(f'--cluster: unknown cluster {args.cluster!r}; choose one of slurm, local, debug')
+    return dict(options, cluster=args.cluster)
+
+def _check_sweep_train(args, store:Store):
+    if args.name: raise ValueError(f'sweep train takes no NAME (got {args.name!r}); set hyperparameters with their flags and --grid')
+    hp, conv = TrainHparams.from_args(args), _field_parsers(TrainHparams)
+    grid = parse_axes(args.grid, dict(conv, replicates=int))
+    shared = {f.name: getattr(hp, f.name) for f in dataclasses.fields(hp) if getattr(hp, f.name) != f.default and f.name not in grid.names()}
+    for pt in grid:
+        q = {k: v for k, v in pt.items() if k != 'replicates'}
+        try: h = hp.replace(**q)
+        except ValueError as e: raise ValueError(f'--grid {_point_label(pt)}: {e}') from None
+        if pt.get('replicates', 1) < 1: raise ValueError(f'--grid replicates must be >= 1, got {pt["replicates"]}')
+        load_data(h)                                            # a missing data set fails here, before anything is written
+    fixed = dict(shared, store=str(store.root.resolve()), device=args.device)
+    if 'replicates' not in grid.names(): fixed['replicates'] = args.replicates
+    return train_job, grid, fixed
+
+def _check_sweep_notebook(args, out:Path):
+    if not args.name: raise ValueError(f'sweep notebook needs NAME, the paper: one of {", ".join(paper_names()) or "(none found)"}')
+    _check_paper(args.name, 'smoke'); _require_runner()
+    set_here = [f'--{f.name.replace("_", "-")}' for f in dataclasses.fields(TrainHparams) if getattr(args, f.name) != f.default]
+    set_here += [f for f, v in (('--replicates', args.replicates != 1), ('--store', args.store), ('--device', args.device)) if v]
+    if set_here: raise ValueError(f'{set_here[0]} is for sweep train; set the notebook\'s own parameters with --grid')
+    names = [n for n in notebook_parameters(args.name) if n != 'out_dir']
+    grid = parse_axes(args.grid, {n: literal for n in names})
+    for pt in grid: _check_paper(args.name, pt.get('preset', 'smoke'))
+    return notebook_job, grid, dict(name=args.name, out_dir=str(out.resolve()))
+
+def _point_label(pt:dict) -> str: return ' '.join(f'{k}={v}' for k, v in pt.items()) or '(defaults)'
+
+def _check_sweep(args):
+    options = _executor_options(args)
+    check_replicates(args)
+    store, out = check_common(args)
+    fn, grid, fixed = _check_sweep_train(args, store) if args.job == 'train' else _check_sweep_notebook(args, out)
+    if args.executor == 'submitit': options.setdefault('folder', str((out/'submitit').resolve()))
+    return fn, grid, fixed, options, out
+
+# %% ../nbs/20_cli.ipynb #0bd7112a
+def sweep_table(df:pd.DataFrame) -> str:
+    "The summary `ticketlab sweep` prints: per point, its parameters, status, rows, and the test accuracy ± std over its rows where there is one."
+    by = ['point', *df.attrs.get('grid', [])]
+    rows = []
+    for key, g in df.groupby('point', sort=True):
+        r = {c: g[c].iloc[0] for c in by if c in g}
+        r.update(status=g.status.iloc[0], rows=len(g) if g.status.iloc[0] == 'ok' else 0, seconds=f'{g.seconds.max():.0f}')
+        if 'test_accuracy' in g and g.status.iloc[0] == 'ok':
+            r['test_accuracy'] = f'{g.test_accuracy.mean():.4f} ± {0 if len(g) < 2 else g.test_accuracy.std():.4f}'
+        if 'trained_from' in g: r['trained'] = int(g.trained_from.notna().sum())
+        rows.append(r)
+    return pd.DataFrame(rows).to_string(index=False)
+
+def cmd_sweep(args:argparse.Namespace, prog='ticketlab sweep'):
+    "Run `ticketlab sweep` on parsed `args`: the collated table (exit status 1 after writing it if a point failed)."
+    with bad_input(prog): fn, grid, fixed, options, out = _check_sweep(args)
+    t0 = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    df = sweep(fn, grid, fixed, args.executor, args.workers, csv=out/'sweep.csv', progress=not args.no_progress, **options)
+    what = f'{fixed["name"]} notebook' if args.job == 'notebook' else 'train'
+    print(f'\nsweep {what}: {len(grid)} point(s) on {args.executor}, {time.time() - t0:.0f} s')
+    print(sweep_table(df))
+    figs = {}
+    if args.job == 'train' and (df.status == 'ok').any():
+        ax = plot_sweep(df, ax=new_axes(figsize=(max(5, 0.9 * len(grid) + 2), 3.8)), title=f'sweep train: test accuracy per point')
+        figs['sweep.png'] = ax.figure
+    print(_wrote(write_results(out, {'sweep.csv': df}, figs)))
+    failed = df[df.status == 'failed'].drop_duplicates('point')
+    if len(failed):
+        for r in failed.itertuples(): print(f'{prog}: point {r.point} failed: {r.error}', file=sys.stderr)
+        raise SystemExit(1)
+    return df
+
 # %% ../nbs/20_cli.ipynb #3933926b
 COMMANDS = {'train': (train_parser, cmd_train),
             'imp': (imp_parser, cmd_imp),
@@ -575,7 +698,8 @@ COMMANDS = {'train': (train_parser, cmd_train),
             'supermask': (supermask_parser, cmd_supermask),
             'scores': (scores_parser, cmd_scores),
             'datadiet': (datadiet_parser, cmd_datadiet),
-            'replicate': (replicate_parser, cmd_replicate)}
+            'replicate': (replicate_parser, cmd_replicate),
+            'sweep': (sweep_parser, cmd_sweep)}
 
 def main(argv=None):
     "Entry point of the `ticketlab` command."

@@ -5,6 +5,8 @@
 # %% ../nbs/05_store.ipynb #8905194a
 from __future__ import annotations
 import contextlib, hashlib, io, json, os, socket, time, warnings
+try: import fcntl
+except ImportError: fcntl = None   # no flock (Windows): lock files created exclusively, see `Run.lock`
 from pathlib import Path
 from typing import Callable, Iterable
 import pandas as pd, torch
@@ -54,6 +56,29 @@ def _stale(lock:Path) -> bool:
     except ProcessLookupError: return True
     except PermissionError: return False
     return False
+
+def _flock(p:Path, poll:float) -> int|None:
+    "Wait for, then hold, the `flock` of lock file `p`: its descriptor, or None where the file system has no flock."
+    if fcntl is None: return None
+    while True:
+        fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644)
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: os.close(fd); time.sleep(poll); continue        # held by a live process
+        except OSError: os.close(fd); return None                              # ENOLCK, EOPNOTSUPP: no flock here
+        try: same = os.fstat(fd).st_ino == os.stat(p).st_ino
+        except FileNotFoundError: same = False
+        if same: return fd
+        os.close(fd)                             # its holder removed it while we waited on it: lock the new one
+
+def _exclusive(p:Path, poll:float):
+    "Without flock: create `p` exclusively, taking over a lock left by a dead process of this machine."
+    while True:
+        try: fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _stale(p): p.unlink(missing_ok=True)
+            else: time.sleep(poll)
+            continue
+        return os.close(fd)
 
 def _key_hash(hparams:Hparams, key:dict|None) -> str:
     if not key: return hparams.hash
@@ -108,17 +133,14 @@ class Run:
     def lock(self, poll:float=2.0): # seconds between looks while another process holds it
         "Hold the run's lock file for the block: another process training this run makes us wait until it lets go."
         self.path.mkdir(parents=True, exist_ok=True)
-        p, me = self.path/'lock', f'{socket.gethostname()} {os.getpid()}'
-        while True:
-            try: fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if _stale(p): p.unlink(missing_ok=True)
-                else: time.sleep(poll)
-                continue
-            with os.fdopen(fd, 'w') as f: f.write(me)
-            break
+        p = self.path/'lock'
+        fd = _flock(p, poll)
+        if fd is None: _exclusive(p, poll)
+        p.write_text(f'{socket.gethostname()} {os.getpid()}')                  # who holds it, for people and `_stale`
         try: yield self
-        finally: p.unlink(missing_ok=True)
+        finally:
+            p.unlink(missing_ok=True)                                          # before letting go: see `_flock`
+            if fd is not None: os.close(fd)
 
     # metrics and completion
     def save_metrics(self, df:pd.DataFrame):
