@@ -18,7 +18,7 @@ from .imp import *
 from .lmc import *
 from .perturb import Perturbation, paper_perturbations, perturbation_experiment, plot_effective_std
 from .pretrain import PretrainHparams, pretrain_experiment, plot_pretrain
-from .edgepopup import SupermaskHparams, PAPER_LRS, DENSE, supermask_points, supermask_sweep, plot_supermask
+from .edgepopup import SupermaskHparams, PAPER_LRS, PAPER_WDS, DENSE, supermask_points, supermask_sweep, plot_supermask
 from .el2n import Scores, SCORE_KINDS, ensemble_plan, ensemble_scores, list_scores, plot_scores, scores_meta
 from .datadiet import DataDietHparams, diet_conditions, data_diet_experiment, plot_data_diet, pretraining_set
 from .papers import PRESETS, paper_names, run_paper, default_out_dir
@@ -367,6 +367,8 @@ def supermask_parser(p=None) -> argparse.ArgumentParser:
     for a in p._actions:
         if a.dest == 'lr': a.default, a.help = None, (f"peak learning rate (default here: the paper's, {PAPER_LRS['edge_popup']:g} for edge_popup, "
                                                       f"{PAPER_LRS['bernoulli']:g} for bernoulli)")
+        if a.dest == 'weight_decay': a.default, a.help = None, (f"weight decay of the scores (default here: {PAPER_WDS['edge_popup']:g} for edge_popup, "
+                                                                f"{PAPER_WDS['bernoulli']:g} for bernoulli, as the authors ran it; the dense baseline's is {PAPER_WDS[DENSE]:g})")
     g = experiment_group(p)
     g.add_argument('--densities', default='', help='edge-popup: the k to sweep, comma-separated, e.g. 0.1,0.3,0.5,0.7,0.9 (default: --density alone)')
     g.add_argument('--dense-lr', type=float, default=PAPER_LRS[DENSE], help=f'learning rate of the learned dense baseline (default: {PAPER_LRS[DENSE]:g})')
@@ -388,6 +390,7 @@ def _check_supermask(args):
     shp = SupermaskHparams.from_args(args)
     ks = _densities(args.densities, shp)
     if args.lr is None: args.lr = PAPER_LRS[shp.method]
+    if args.weight_decay is None: args.weight_decay = PAPER_WDS[shp.method]
     if not args.dense_lr > 0: raise ValueError(f'--dense-lr must be > 0, got {args.dense_lr}')
     with warnings.catch_warnings():   # Zhou et al.'s lr 200 moves sigmoid scores, not weights
         if shp.method == 'bernoulli': warnings.filterwarnings('ignore', message=r'lr=.* is very large')
@@ -395,14 +398,14 @@ def _check_supermask(args):
     store, out = check_common(args)
     data = load_data(hp)
     plan(hp, data[0])
-    return hp, shp, ks, {shp.method: hp.lr, DENSE: args.dense_lr}, data, store, out
+    return hp, shp, ks, {shp.method: hp.lr, DENSE: args.dense_lr}, {shp.method: hp.weight_decay}, data, store, out
 
 def cmd_supermask(args:argparse.Namespace, prog='ticketlab supermask'):
     "Run `ticketlab supermask` on parsed `args`: the rows of `supermask_sweep`."
-    with bad_input(prog): hp, shp, ks, lrs, data, store, out = _check_supermask(args)
+    with bad_input(prog): hp, shp, ks, lrs, wds, data, store, out = _check_supermask(args)
     t0 = time.time()
     pts = supermask_points([hp.model], [hp.width], [shp.replace(density=k) for k in ks], dense=not args.no_dense)
-    df = supermask_sweep(hp, pts, args.replicates, store, data=data, lrs=lrs, device=args.device, progress=not args.no_progress)
+    df = supermask_sweep(hp, pts, args.replicates, store, data=data, lrs=lrs, wds=wds, device=args.device, progress=not args.no_progress)
     s = (df.groupby(['method', 'density'], sort=False, dropna=False)
            .agg(kept=('kept', 'mean'), test_accuracy=('test_accuracy', 'mean'), std=('test_accuracy', 'std'), replicates=('replicate', 'nunique'))
            .reset_index())

@@ -22,7 +22,7 @@ from .weights import mask_state
 
 # %% auto #0
 __all__ = ['METHODS', 'EVAL_MASKS', 'WEIGHT_INITS', 'SCORE_INITS', 'BN_MODES', 'SUPERMASK_KIND', 'DENSE', 'PAPER_LRS',
-           'LOTTERY_KIND', 'kept_count', 'topk_mask', 'GetSubnet', 'BernoulliSample', 'SupermaskMixin',
+           'PAPER_WDS', 'LOTTERY_KIND', 'kept_count', 'topk_mask', 'GetSubnet', 'BernoulliSample', 'SupermaskMixin',
            'SupermaskConv2d', 'SupermaskLinear', 'init_random_weights_', 'SupermaskHparams', 'supermask_model',
            'supermask_train_hparams', 'to_ticket', 'lottery_check', 'build_supermask_model', 'SampleSeedCB',
            'supermask_spec', 'supermask_run', 'load_supermask', 'large_lr_ok', 'method_hparams', 'learned_dense_run',
@@ -199,10 +199,10 @@ def supermask_model(model:nn.Module, # a ticketlab model (left unchanged)
 def supermask_train_hparams(method:str='edge_popup', # the learning rate differs: 0.1 for edge-popup, 200 for bernoulli
                             **kw, # override any `TrainHparams` field, e.g. `model='conv6'`
                            ) -> TrainHparams:
-    "The paper's CIFAR-10 optimisation (§4.1, §4.4) as `TrainHparams`: SGD, cosine, 100 epochs, batch 128, weight decay 1e-4."
+    "The paper's CIFAR-10 optimisation (§4.1, §4.4) as `TrainHparams`: SGD, cosine, 100 epochs, batch 128, weight decay 1e-4 (bernoulli: 0)."
     if method not in METHODS: raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     paper = dict(dataset='cifar10', batch_size=128, optimizer='sgd', lr=0.1 if method == 'edge_popup' else 200.0,
-                 momentum=0.9, weight_decay=1e-4, schedule='cosine', training_steps='100ep', augment=True)
+                 momentum=0.9, weight_decay=1e-4 if method == 'edge_popup' else 0.0, schedule='cosine', training_steps='100ep', augment=True)
     with warnings.catch_warnings():   # lr 200 is meant: it steps sigmoid scores, not weights
         warnings.filterwarnings('ignore', message=r'lr=.* is very large')
         return TrainHparams(**{**paper, **kw})
@@ -278,6 +278,7 @@ def load_supermask(run:Run, # a finished supermask run
 # %% ../nbs/16_edgepopup.ipynb #f46b62a3
 DENSE = 'dense'   # the method name of the learned dense baseline in tables
 PAPER_LRS = {'edge_popup': 0.1, 'bernoulli': 200.0, DENSE: 0.01}   # §4.1 and §4.4
+PAPER_WDS = {'edge_popup': 1e-4, 'bernoulli': 0.0, DENSE: 1e-4}    # §4.1; bernoulli: the authors' configs (see above)
 
 @contextlib.contextmanager
 def large_lr_ok():
@@ -289,11 +290,12 @@ def large_lr_ok():
 def method_hparams(hp:TrainHparams, # the optimisation shared by every method
                    method:str, # 'edge_popup', 'bernoulli' or 'dense'
                    lrs:dict|None=None, # learning rate per method, overriding `PAPER_LRS`
+                   wds:dict|None=None, # weight decay per method, overriding `PAPER_WDS`
                   ) -> TrainHparams:
-    "`hp` with the learning rate of `method`: `lrs[method]`, else the paper's `PAPER_LRS[method]`."
-    bad = [m for m in [method, *(lrs or {})] if m not in PAPER_LRS]
+    "`hp` with the learning rate and weight decay of `method`: `lrs[method]` (`wds[method]`), else the paper's `PAPER_LRS` (`PAPER_WDS`)."
+    bad = [m for m in [method, *(lrs or {}), *(wds or {})] if m not in PAPER_LRS]
     if bad: raise ValueError(f"unknown method {bad[0]!r}; choose one of {', '.join(PAPER_LRS)}")
-    with large_lr_ok(): return hp.replace(lr={**PAPER_LRS, **(lrs or {})}[method])
+    with large_lr_ok(): return hp.replace(lr={**PAPER_LRS, **(lrs or {})}[method], weight_decay={**PAPER_WDS, **(wds or {})}[method])
 
 def learned_dense_run(hp:TrainHparams, # the dense network's training (e.g. `method_hparams(hp, 'dense')`)
                       store:Store|None=None, *, data:tuple|None=None, eval_every='1ep', device=None, progress:bool=True) -> Run:
@@ -321,8 +323,9 @@ def _row(model, width, shp, r, h, run, data) -> dict:
     if shp is None: sm = dict({f.name: None for f in fields(SupermaskHparams)}, method=DENSE, density=1.0)
     else: sm = dict(shp.to_dict(), density=shp.density if shp.method == 'edge_popup' else float('nan'))
     kept = 1.0 if shp is None else to_ticket(load_supermask(run, data))[1].density
-    return dict(model=model, width=width, **sm, replicate=r, lr=h.lr, kept=kept, test_accuracy=s['test_accuracy'],
-                test_loss=s['test_loss'], train_accuracy=s['train_accuracy'], run=run.name)
+    return dict(model=model, width=width, **sm, replicate=r, lr=h.lr, weight_decay=h.weight_decay, kept=kept,
+                test_accuracy=s['test_accuracy'], test_loss=s['test_loss'], train_accuracy=s['train_accuracy'],
+                at_chance=s['test_accuracy'] < 1.5 / data[0].num_classes, run=run.name)
 
 def supermask_sweep(hp:TrainHparams, # the optimisation of every run (model, width and lr are set per point)
                     points:Iterable[tuple], # (model, width, SupermaskHparams or None), e.g. from `supermask_points`
@@ -330,6 +333,7 @@ def supermask_sweep(hp:TrainHparams, # the optimisation of every run (model, wid
                     store:Store|None=None, # default: the store under TICKETLAB_HOME
                     *, data:tuple|None=None, # (train, test); default what `hp` names
                     lrs:dict|None=None, # learning rate per method, overriding `PAPER_LRS`
+                    wds:dict|None=None, # weight decay per method, overriding `PAPER_WDS`
                     eval_every=None, # test evaluation period (default: once, at the end)
                     device=None, progress:bool=False) -> pd.DataFrame:
     "Train (or reuse) every point × replicate through `train_runs`; one row per run."
@@ -338,7 +342,7 @@ def supermask_sweep(hp:TrainHparams, # the optimisation of every run (model, wid
     for model, width, shp in map(_point, points):
         for r in range(replicates):
             with large_lr_ok():   # `hp` may carry Zhou et al.'s rate; each method's is set here
-                h = method_hparams(replicate(hp.replace(model=model, width=width), r), DENSE if shp is None else shp.method, lrs)
+                h = method_hparams(replicate(hp.replace(model=model, width=width), r), DENSE if shp is None else shp.method, lrs, wds)
             ev = eval_every or h.training_steps
             spec = RunSpec(h, data=data, eval_every=ev) if shp is None else supermask_spec(h, shp, data, eval_every=ev)
             jobs.append((model, width, shp, r, h, spec))
