@@ -2,7 +2,7 @@
 import math, os, warnings
 import pytest, torch
 from hypothesis import given, settings, strategies as st
-from ticketlab.masks import Mask, magnitude_prune, prune_to_density, random_prune
+from ticketlab.masks import Mask, magnitude_prune, prune_to_density, random_prune, random_prune_fraction
 from ticketlab.models import get_model
 
 FAST = settings(max_examples=60, deadline=None)
@@ -202,3 +202,21 @@ def test_mask_file_that_would_run_code_is_refused(tmp_path):
     assert not marker.exists()                            # ... Mask.load refuses it before anything runs
     torch.save(['not', 'a', 'mask'], p)
     with pytest.raises(ValueError, match='not a mask file'): Mask.load(p)
+
+@FAST
+@given(weights(), st.integers(0, 1000), st.integers(0, 2**32), fractions, st.booleans())
+def test_random_prune_fraction_nested_exact_and_reproducible(w, mseed, seed, f, layerwise):
+    m = random_mask(w, mseed)
+    r = quiet(random_prune_fraction, m, f, seed, layerwise)
+    assert r <= m and r == quiet(random_prune_fraction, m, f, seed, layerwise)
+    if layerwise:
+        for n in m: assert int(r[n].sum()) == int(m[n].sum()) - round(f * int(m[n].sum()))
+    else: assert r.num_kept == m.num_kept - round(f * m.num_kept)
+
+def test_random_prune_fraction_is_not_magnitude_pruning():
+    torch.manual_seed(0)
+    net = get_model('lenet_300_100', in_shape=(1, 28, 28))
+    m = magnitude_prune(net, None, 0.5)
+    a = random_prune_fraction(m, 0.5, 0)
+    assert a != magnitude_prune(net, m, 0.5) and a != random_prune_fraction(m, 0.5, 1)
+    with pytest.raises(ValueError, match=r'\[0, 1\)'): random_prune_fraction(m, 1.0, 0)

@@ -13,7 +13,8 @@ from .core import atomic_torch_save, make_generator
 from .models import prunable_parameters
 
 # %% auto #0
-__all__ = ['Mask', 'UnsafeFileError', 'safe_torch_load', 'magnitude_prune', 'prune_to_density', 'random_prune']
+__all__ = ['Mask', 'UnsafeFileError', 'safe_torch_load', 'magnitude_prune', 'prune_to_density', 'random_prune',
+           'random_prune_fraction']
 
 # %% ../nbs/03_masks.ipynb #995b8c80
 def _named_weights(weights) -> dict[str, torch.Tensor]:
@@ -237,3 +238,15 @@ def random_prune(mask_or_densities, # a `Mask`, or a dict name -> density in [0,
     out = Mask({n: f.reshape(s).to(device) for (n, s), f in zip(shapes.items(), flat)})
     _warn_empty(out)
     return out
+
+# %% ../nbs/03_masks.ipynb #ea295a3d
+def random_prune_fraction(mask:Mask, # the current mask
+                          fraction:float, # of the *remaining* weights to prune, in [0, 1)
+                          seed:int, # the random-pruning seed
+                          layerwise:bool=False, # prune `fraction` within each layer instead of globally
+                         ) -> Mask:
+    "Prune a uniformly random `fraction` of the weights `mask` keeps; the result is nested in `mask`."
+    if not 0 <= fraction < 1: raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
+    g = make_generator(seed, 'random_prune_fraction')
+    scores = {n: torch.rand(m.shape, generator=g) for n, m in mask.items()}
+    return magnitude_prune(scores, mask.to('cpu'), fraction, layerwise).to(next(iter(mask.values())).device)
