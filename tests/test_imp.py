@@ -2,7 +2,7 @@
 from pathlib import Path
 import numpy as np, pandas as pd, pytest, torch
 from ticketlab.core import Step
-from ticketlab.masks import Mask
+from ticketlab.masks import Mask, random_prune_fraction
 from ticketlab.train import TrainHparams, lr_schedule
 from ticketlab.store import Store
 from ticketlab.runs import load_data
@@ -218,3 +218,30 @@ def test_matching_and_most_extreme():
     assert s.matching.tolist() == [True, True, False, True]
     ext = most_extreme_matching(df)
     assert ext.level.item() == 3 and ext.density.item() == pytest.approx(0.512)
+
+def test_train_rewound_is_imp_wr_on_any_mask(wr, data):
+    "A mask trained from the rewind point: IMP-WR's own level mask gives IMP-WR's level back, bit for bit; others are nested, zero and stored once."
+    store, recs, _ = wr
+    last = lambda run: run.weights(run.checkpoint_steps()[-1])
+    m_rand = random_prune_fraction(recs[1]['mask'], 0.5, seed=3)
+    again, rnd = train_rewound(HP, recs[0]['run'], [recs[2]['mask'], m_rand], f'{K}it', store, data=data)
+    for n, v in last(recs[2]['run']).items(): assert torch.equal(last(again)[n], v), n
+    assert rnd.mask() == m_rand and rnd.checkpoint_steps() == [K, T]
+    for s in rnd.checkpoint_steps(): assert all((rnd.weights(s)[n][~m_rand[n]] == 0).all() for n in m_rand)
+    for n, v in mask_state(recs[0]['run'].weights(K), m_rand).items(): assert torch.equal(rnd.weights(K)[n], v)
+    assert train_rewound(HP, recs[0]['run'], [m_rand], f'{K}it', store, data=data)[0].path == rnd.path
+
+def test_normalized_magnitudes_cdf_and_quantile(wr):
+    _, recs, _ = wr
+    last = lambda run: run.weights(run.checkpoint_steps()[-1])
+    w, m = last(recs[2]['run']), recs[2]['mask']
+    a = normalized_magnitudes(w, m)
+    assert len(a) == m.num_kept and np.isclose(a.mean(), 1.0) and (np.diff(a) >= 0).all()
+    cdf = magnitude_cdf(w, m)
+    assert (np.diff(cdf.cdf) >= 0).all() and cdf.cdf.iloc[-1] <= 1 and cdf.cdf.iloc[0] == 0
+    q = magnitude_quantile(w, m, 0.2)
+    assert abs(np.mean(a <= q) - 0.2) < 2 / len(a)
+    proj = mask_state(last(recs[1]['run']), m)                 # the projection over the previous mask: the pruned 20% are zeros
+    b = normalized_magnitudes(proj, recs[1]['mask'])
+    assert np.isclose(np.mean(b == 0), 1 - m.num_kept / recs[1]['mask'].num_kept) and np.isclose(b[b > 0].mean(), 1.0)
+    assert magnitude_quantile(proj, recs[1]['mask'], 0.1) == 0.0

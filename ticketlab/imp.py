@@ -21,10 +21,10 @@ from .runs import *
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'RETRAIN_SPANS', 'BASELINES', 'IMP_COLUMNS', 'ImpHparams', 'one_shot', 'dense_mask', 'prune_to',
-           'ft_learning_rate', 'retrain_span', 'check_imp', 'imp', 'baseline', 'train_loss_spread', 'dense_train_loss',
-           'path_train_losses', 'adaptive_fraction', 'imp_experiment', 'matching', 'dense_rows', 'imp_summary',
-           'most_extreme_matching', 'most_extreme_matching_any_rewind', 'series_label', 'plot_imp',
-           'lottery_ticket_verdict']
+           'ft_learning_rate', 'retrain_span', 'check_imp', 'imp', 'baseline', 'train_rewound', 'train_loss_spread',
+           'dense_train_loss', 'path_train_losses', 'adaptive_fraction', 'normalized_magnitudes', 'magnitude_cdf',
+           'magnitude_quantile', 'imp_experiment', 'matching', 'dense_rows', 'imp_summary', 'most_extreme_matching',
+           'most_extreme_matching_any_rewind', 'series_label', 'plot_imp', 'lottery_ticket_verdict']
 
 # %% ../nbs/10_imp.ipynb #165b0130
 STRATEGIES = ('wr', 'lrr', 'ft')
@@ -209,6 +209,24 @@ def baseline(name:str, # 'reinit' or 'random_pruning'
                                checkpoints=[start], eval_every=eval_every)], store, device=device, progress=progress)
     return dict(level=level, fraction=record['fraction'], density=m.density, mask=m, run=run, epsilon=None)
 
+# %% ../nbs/10_imp.ipynb #104de060
+def train_rewound(hp:TrainHparams, # training hyperparameters of the dense run (and of every retraining)
+                  dense:Run, # the finished dense run whose weights at the rewind step are used
+                  masks:Iterable[Mask], # the subnetworks to train
+                  rewind_step='0it', # the rewind step k
+                  store:Store|None=None, *, data:tuple|None=None,
+                  eval_every='1ep', device=None, progress:bool=False) -> list[Run]:
+    "$\\mathcal{A}_k(m \\odot w_k, T - k)$ for each mask $m$: trained from the dense run's rewind point as IMP-WR trains a level."
+    train, test = data = data or load_data(hp)
+    k = plan(hp, train).it(rewind_step, 'rewind_step')
+    masks = list(masks)
+    bad = [type(m).__name__ for m in masks if not isinstance(m, Mask)]
+    if bad: raise TypeError(f'masks must be Mask objects, got {bad[0]}')
+    w_k = ensure_checkpoints(dense, [k], data, device=device).weights(k)
+    specs = [RunSpec(hp, 'rewound', dict(parent=dense.ref, rewind_step=k, mask=m.hash), data=data, init=mask_state(w_k, m),
+                     start=k, mask=m, checkpoints=[k], eval_every=eval_every) for m in masks]
+    return train_runs(specs, store, device=device, progress=progress)
+
 # %% ../nbs/10_imp.ipynb #56057e8d
 class _LossLog(Callback):
     def __init__(self): self.losses = []
@@ -267,6 +285,33 @@ def adaptive_fraction(solution:dict, # state dict of the previous level's soluti
         pruned = mask_state(solution, prune_to(solution, mask, density * (1 - p), layerwise, ignore))
         if all(path_train_losses(model, solution, pruned, train, [al], prec, device)[0] <= threshold for al in alphas): return p
     return 0.0
+
+# %% ../nbs/10_imp.ipynb #586daa8d
+def normalized_magnitudes(state:dict, # a state dict (a solution, or a projection m ⊙ w)
+                          mask:Mask, # which prunable weights to look at: those it keeps
+                         ) -> np.ndarray:
+    "Sorted $|w_i| / \\overline{|w|}$ over the weights `mask` keeps, the mean over the nonzero ones (Unmasking Fig. 7)."
+    missing = [n for n in mask if n not in state]
+    if missing: raise ValueError(f'the state dict lacks the masked layers {missing[:3]}')
+    a = torch.cat([state[n].detach().abs().double().cpu()[mask[n].cpu()] for n in mask]).numpy()
+    nz = a[a > 0]
+    if not nz.size: raise ValueError('every weight the mask keeps is zero: nothing to normalise by')
+    return np.sort(a / nz.mean())
+
+def magnitude_cdf(state:dict, mask:Mask,
+                  grid=None, # magnitudes (in units of the mean) to evaluate the CDF at; default 0..4 in 201 steps
+                 ) -> pd.DataFrame:
+    "The CDF of `normalized_magnitudes` on a grid: columns `magnitude`, `cdf`."
+    a = normalized_magnitudes(state, mask)
+    x = np.linspace(0, 4, 201) if grid is None else np.asarray(grid, dtype=float)
+    return pd.DataFrame(dict(magnitude=x, cdf=np.searchsorted(a, x, side='right') / len(a)))
+
+def magnitude_quantile(state:dict, mask:Mask,
+                       q:float=0.2, # the quantile (Unmasking Fig. 9: the 20th percentile)
+                      ) -> float:
+    "The `q`-th quantile of `normalized_magnitudes`: how small the weights the next pruning removes are."
+    if not 0 <= q <= 1: raise ValueError(f'q must be in [0, 1], got {q}')
+    return float(np.quantile(normalized_magnitudes(state, mask), q))
 
 # %% ../nbs/10_imp.ipynb #ed01d35f
 IMP_COLUMNS = ['replicate', 'strategy', 'rewind_step', 'level', 'fraction', 'density', 'train_accuracy', 'train_loss',
