@@ -175,3 +175,18 @@ def test_plane_slice_extrapolates_only_prunable_weights(small_resnet):
             assert torch.allclose(v, want, atol=1e-5), (k, c)
     outside = [(1 - a - b, a, b) for a, b in zip(sl.a, sl.b) if min(1 - a - b, a, b) < -1e-9]
     assert outside                                                    # the margin does reach outside the triangle
+
+def test_robustness_against_the_imp_level_itself(tmp_path, digits):
+    "Unmasking Fig. 4: with reference= the IMP level, a perturbation of norm 0 retrains the level exactly (barrier 0); a large one moves it."
+    from ticketlab.imp import imp, ImpHparams
+    from ticketlab.lmc import robustness
+    hp = TrainHparams(training_steps='2ep', width=0.5, precision='fp32')
+    store = Store(tmp_path)
+    recs = imp(hp, ImpHparams(levels=1, rewind_step='5it'), store, data=digits)
+    lvl = recs[1]['run']
+    rob = robustness(lvl, 5, [0.0, 50.0], eval_data={'test': digits[1]}, store=store, data=digits, progress=False, reference=lvl)
+    assert rob.query('norm == 0').error_barrier.item() == 0 and rob.query('norm == 0').loss_barrier.item() == 0
+    assert rob.query('norm == 50').loss_barrier.item() > 0
+    assert len(store.find('branch')) == 2          # one perturbed child per norm, no unperturbed child
+    with pytest.raises(ValueError, match='reference must be a Run'):
+        robustness(lvl, 5, [1.0], store=store, data=digits, progress=False, reference=recs[0]['run'].hparams.replace(lr=1.0))

@@ -349,16 +349,20 @@ def robustness(parent:Run, # the run to branch from (dense or an IMP level)
                norms:Sequence[float], # L2 norms of the perturbations
                eval_data=None, alphas=11, hp:TrainHparams|None=None, mask='parent', seed:int=0,
                store:Store|None=None, data:tuple|None=None, bn:str='interpolate', precision:str|None=None,
-               device=None, progress:bool=True) -> pd.DataFrame:
+               device=None, progress:bool=True,
+               reference:Run|None=None, # the unperturbed network trained from `step` (e.g. the IMP level itself); default: a child of `parent`
+              ) -> pd.DataFrame:
     "Barriers between the child of each perturbed checkpoint and the unperturbed child: one row per norm × split."
     hp = _hp_of(parent, hp)
     data = data or load_data(hp)
     eval_data = eval_data or {'test': data[1], 'train': data[0]}
     m = parent.mask() if mask == 'parent' else mask
     names = list(m) if m is not None else list(prunable_parameters(build_model(hp, data[0])))
-    seed0 = child_seed(hp, 0)
+    if reference is not None and (not isinstance(reference, Run) or reference.hparams != hp.replace(data_seed=reference.hparams.data_seed)):
+        raise ValueError(f'reference must be a Run trained with the hyperparameters of the children (hp), up to its data-order seed; got {reference}')
+    seed0 = child_seed(hp, 0) if reference is None else reference.hparams.data_seed
     common = dict(hp=hp, mask=m, store=store, data=data, seeds=[seed0], device=device, progress=progress)
-    base, = branch(parent, step, 1, **common)
+    base = reference if reference is not None else branch(parent, step, 1, **common)[0]
     model = build_model(hp, data[0])
     dfs = []
     for r in norms:
