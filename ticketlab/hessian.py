@@ -20,7 +20,7 @@ from .masks import Mask
 # %% auto #0
 __all__ = ['PARAM_SETS', 'HVP_METHODS', 'WHICH', 'HessianOperator', 'as_linear_operator', 'rademacher', 'lanczos', 'ritz',
            'top_eigenvalues', 'eigsh_eigenvalues', 'hutchinson_trace', 'slq_quadrature', 'gaussian_density',
-           'spectral_density', 'plot_spectrum', 'intersection_threshold', 'max_pruning_ratio']
+           'spectral_density', 'plot_spectrum', 'intersection_threshold', 'max_pruning_ratio', 'matching_train_loss']
 
 # %% ../nbs/15_hessian.ipynb #ded197f4
 PARAM_SETS = ('trainable', 'prunable')
@@ -403,3 +403,15 @@ def max_pruning_ratio(eigenvalues, eps:float, R, D:int|None=None, weights=None):
     "The largest pruning ratio f with (1−f)Dᴬ > d*, i.e. f* = 1 − d*/Dᴬ = Σᵢ rᵢ²/(R² + rᵢ²) / Dᴬ (§3.3)."
     n = len(np.ravel(eigenvalues)) if D is None else D
     return 1 - intersection_threshold(eigenvalues, eps, R, D, weights) / n
+
+# %% ../nbs/15_hessian.ipynb #2b5430fe
+def matching_train_loss(train_loss, # training losses of pruned and retrained networks (App. B: random pruning at one level)
+                        test_error, # their test errors
+                        dense_error:float, # the test error to read the fit at: the dense network's
+                       ) -> float:
+    "$\\mathcal{L}_{\\text{matching}}$: the training loss the line fitted to (test error, training loss) gives at `dense_error` (App. B)."
+    e, l = np.asarray(test_error, dtype=float).ravel(), np.asarray(train_loss, dtype=float).ravel()
+    if e.shape != l.shape or len(e) < 2: raise ValueError(f'need at least two networks, one loss per error; got {len(l)} losses and {len(e)} errors')
+    if np.ptp(e) == 0: raise ValueError('the test errors are all equal: no line to fit')
+    slope, intercept = np.polyfit(e, l, 1)
+    return float(slope * dense_error + intercept)
