@@ -245,3 +245,13 @@ def test_normalized_magnitudes_cdf_and_quantile(wr):
     b = normalized_magnitudes(proj, recs[1]['mask'])
     assert np.isclose(np.mean(b == 0), 1 - m.num_kept / recs[1]['mask'].num_kept) and np.isclose(b[b > 0].mean(), 1.0)
     assert magnitude_quantile(proj, recs[1]['mask'], 0.1) == 0.0
+
+def test_ft_learning_rate_is_part_of_the_level_identity(tmp_path, data):
+    "Fine-tuning at two given rates gives two runs (the rate reaches the trainer as lr_fn, which no hparam hashes); the default rate keeps the old key."
+    st = Store(tmp_path)
+    a = imp(HP, ImpHparams(strategy='ft', levels=1, ft_lr=0.01), st, data=data)[1]['run']
+    b = imp(HP, ImpHparams(strategy='ft', levels=1, ft_lr=0.5), st, data=data)[1]['run']
+    assert a.path != b.path and a.key['ft_lr'] == 0.01 and b.key['ft_lr'] == 0.5
+    assert not torch.equal(a.weights(2 * T)['fc1.weight'], b.weights(2 * T)['fc1.weight'])
+    hm = HP.replace(schedule='multistep', milestones='1ep')
+    assert 'ft_lr' not in imp(hm, ImpHparams(strategy='ft', levels=1), st, data=data)[1]['run'].key

@@ -178,6 +178,7 @@ def imp(hp:TrainHparams, # training hyperparameters (the dense run and every lev
         key = dict(parent=dense.ref, strategy=ihp.strategy, rewind_step=k, level=level, mask=mask.hash)
         if ihp.strategy == 'wr': init = dense.weights(k)
         else: init, key['previous'], key['start'] = solution, prev.ref, start
+        if ihp.strategy == 'ft' and ihp.ft_lr > 0: key['ft_lr'] = ihp.ft_lr   # lr_fn is no hparam: a chosen rate must enter the identity
         run, = train_runs([RunSpec(hpl, 'imp_level', key, data=data, init=mask_state(init, mask), start=start, mask=mask,
                                    checkpoints=[start], lr_fn=lr_fn, eval_every=eval_every)], store, device=device, progress=progress)
         records.append(dict(level=level, fraction=f, density=mask.density, mask=mask, run=run, epsilon=eps, threshold=threshold))
