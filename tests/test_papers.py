@@ -85,3 +85,18 @@ def test_edge_popup_worker_covers_every_sweep_of_the_notebook():
     assert all(f"('{l}'," in worker for l in labels), [l for l in labels if f"('{l}'," not in worker]
     assert re.findall(r"\('((?:Figure|App\.)[^']*)',", worker) == labels          # the notebook's order
     assert any('lottery_sweep(' in s for s in cells) and 'lottery_sweep(' in worker
+
+def test_data_diet_worker_runs_what_the_notebook_runs():
+    "papers/results/data_diet_worker.py execs the notebook's preset and data cells and repeats every experiment call the notebook makes."
+    cells = [''.join(c['source']) for c in json.loads((papers_dir()/'data_diet.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
+    assert sum('PRESETS = {' in s for s in cells) == 1 and sum('dhp = DataDietHparams(' in s for s in cells) == 1
+    data_cell = next(s for s in cells if 'dhp = DataDietHparams(' in s)
+    assert all(f'{v} = ' in data_cell for v in ('hp', 'ihp', 'dhp_noise', 'dhp_barriers', 'hp_warmup', 'data', 'store'))
+    src = '\n'.join(cells)
+    worker = (papers_dir()/'results'/'data_diet_worker.py').read_text()
+    calls = ('ensemble_scores(hp,', 'data_diet_experiment(hp, dhp,', 'label_noise_experiment(hp, dhp_noise,', 'diet_barriers(hp, dhp_barriers,',
+             'lmc_example_scores(hp,', 'warmup_experiment(hp_warmup,', 'pretraining_gradient_norms(hp,')
+    assert all(c in src for c in calls), [c for c in calls if c not in src]
+    for fn in ('ensemble_scores(', 'data_diet_experiment(', 'diet_barriers(', 'lmc_example_scores(', 'warmup_experiment(', 'pretraining_gradient_norms('):
+        assert fn in worker, fn
+    assert "'dhp = DataDietHparams('" in worker and "'PRESETS = {'" in worker
