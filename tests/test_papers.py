@@ -100,3 +100,43 @@ def test_data_diet_worker_runs_what_the_notebook_runs():
     for fn in ('ensemble_scores(', 'data_diet_experiment(', 'diet_barriers(', 'lmc_example_scores(', 'warmup_experiment(', 'pretraining_gradient_norms('):
         assert fn in worker, fn
     assert "'dhp = DataDietHparams('" in worker and "'PRESETS = {'" in worker
+
+def _calls(src:str, names) -> list[str]:
+    "Every call of one of `names` in `src`, from its name to its closing parenthesis, all whitespace removed."
+    out = []
+    for m in re.finditer(rf"(?<![\w.])({'|'.join(names)})\(", src):
+        depth, i = 0, m.end() - 1
+        while True:
+            depth += {'(': 1, ')': -1}.get(src[i], 0)
+            if depth == 0: break
+            i += 1
+        out.append(re.sub(r'\s+', '', src[m.start():i + 1]))
+    return out
+
+def test_unmasking_worker_runs_what_the_notebook_runs():
+    "papers/results/unmasking_worker.py execs the notebook's preset and data cells and makes every training call the notebook makes, with its arguments."
+    cells = [''.join(c['source']) for c in json.loads((papers_dir()/'unmasking.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
+    assert sum('PRESETS = {' in s for s in cells) == 1 and sum('hp = TrainHparams(' in s for s in cells) == 1
+    data_cell = next(s for s in cells if 'hp = TrainHparams(' in s)
+    assert all(f'{v} = ' in data_cell for v in ('data', 'ks', 'tau', 'eval_test', 'store')) and 'def nominal_density(' in data_cell
+    src = '\n'.join(cells)
+    worker = (papers_dir()/'results'/'unmasking_worker.py').read_text()
+    assert "'hp = TrainHparams('" in worker and "'PRESETS = {'" in worker
+    trains = ('dense_run', 'train_runs?', 'branch', 'imp', 'baseline', 'train_rewound', 'robustness', 'instability_analysis',
+              'imp_experiment', 'ensure_checkpoints')
+    calls = _calls(src, trains)
+    assert {c.split('(')[0] for c in calls} == {'dense_run', 'imp', 'imp_experiment', 'train_rewound', 'robustness'}, calls
+    assert len(calls) == 9, calls                         # a new training call in the notebook: mirror it in the worker
+    mirrored = set(_calls(worker.replace('[::-1]', ''), trains))      # the worker reverses lists of masks; nothing else differs
+    # imp_experiment only collects the imp levels of every replicate, which the worker trains with the notebook's own imp call
+    missing = [c for c in calls if c not in mirrored and not c.startswith('imp_experiment(')]
+    assert not missing, missing
+    # the lines that build the calls' arguments (the hyperparameters, Figure 4's norms, Figure 5's masks, Figure 8's levels)
+    lines = [l.strip() for l in src.splitlines() if re.match(r'\s*(imps|w_tau|R|w_L, m_L|cand|is_imp|todo|lrr|lv8) \+?= ', l)]
+    assert len(lines) == 10, lines
+    wlines = {l.strip() for l in worker.splitlines()}
+    assert all(l in wlines for l in lines), [l for l in lines if l not in wlines]
+    keys = re.findall(r"^\s*for L in P\['(\w+)'\]:", src, re.M)
+    assert {'robust_levels', 'theory_levels'} <= set(keys), keys
+    for key in keys:                                      # the levels of Figures 4 and 5 (and any like them), last first
+        assert f"for L in reversed(P['{key}'])" in worker, key
