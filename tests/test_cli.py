@@ -82,7 +82,7 @@ BAD = [
     ('datadiet', ['--score-steps', '1it', '--kind', 'margin'], 'choose one of el2n, grand'),
     ('datadiet', ['--replicates', '0'], '>= 1'),
     ('datadiet', ['--lr', '0.1', '--pretrain-lr', '-1', '--subsets', 'random'], 'outside'),
-    ('replicate', ['nope'], 'choose one of early_phase'),
+    ('replicate', ['nope'], 'choose one of data_diet, early_phase, edge_popup, lmc, unmasking'),
     ('replicate', ['lmc', '--preset', 'huge'], 'choose one of smoke, cpu, paper'),
     ('replicate', [], 'required: name'),
 ] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc', 'supermask', 'scores', 'datadiet')] \
