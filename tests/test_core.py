@@ -44,7 +44,7 @@ def test_step_errors(bad):
 
 
 # --- precision policy: 'auto' is chosen by a cached measurement, never by a CPU flag alone ---
-import json, torch
+import json, time, torch
 from ticketlab import core
 from ticketlab.core import (resolve_precision, precision_probe, precision_key, memory_format, autocast, time_precisions,
                             BF16_MIN_SPEEDUP)
@@ -75,6 +75,21 @@ def test_probe_measures_once_and_caches(probe_home):
     precision_probe('cpu', refresh=True)
     assert len(calls) == 2
     assert [f.name for f in (home/'precision').iterdir()] == [path.name]   # atomic write: no temporary files left
+
+def test_concurrent_probes_measure_once_and_agree(probe_home, monkeypatch):
+    "Two processes starting on a fresh store at once: the second waits for the first's measurement and reads it."
+    import threading
+    home, calls, _ = probe_home
+    slow = core.time_precisions
+    def slower(): time.sleep(0.5); return slow()
+    monkeypatch.setattr(core, 'time_precisions', slower)
+    got = []
+    def probe(): core._PROBES.clear(); got.append(precision_probe('cpu'))   # each thread opens its own lock: as two processes would
+    ts = [threading.Thread(target=probe) for _ in range(2)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    assert len(calls) == 1 and len(got) == 2 and got[0]['choice'] == got[1]['choice'] == 'bf16'
+    assert got[0]['date'] == got[1]['date']                  # one measurement, read by both
 
 def test_corrupt_cache_is_measured_again(probe_home):
     home, calls, _ = probe_home

@@ -183,6 +183,19 @@ def time_precisions(budget:float=1.0, # seconds of timed steps, once each precis
 BF16_MIN_SPEEDUP = 1.15   # on a CPU, 'auto' is bf16 only if the probe measured it at least this much faster than fp32
 _PROBES = {}              # this process's memo: cache path -> probe
 
+@contextlib.contextmanager
+def _probe_lock(path:Path):
+    "Hold an exclusive `flock` on `path`'s folder, leaving no file behind (no lock where the OS or file system has none)."
+    fd = None
+    with contextlib.suppress(OSError, ImportError):
+        import fcntl
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    try: yield
+    finally:
+        if fd is not None: os.close(fd)
+
 def precision_probe(device=None, # default: `default_device()`
                     refresh:bool=False, # measure again and replace the cached result
                    ) -> dict:
@@ -194,16 +207,17 @@ def precision_probe(device=None, # default: `default_device()`
     if device.type != 'cpu': return dict(device=device.type, choice='fp32', source=f'no bf16 policy for {device.type}')
     path = ticketlab_home()/'precision'/f'{precision_key()}.json'
     if not refresh and str(path) in _PROBES: return dict(_PROBES[str(path)])
-    r = None
-    if not refresh:
-        with contextlib.suppress(OSError, ValueError): r = json.loads(path.read_text())
-    if not isinstance(r, dict) or r.get('choice') not in ('fp32', 'bf16'):
-        t = time_precisions()
-        r = dict(key=path.stem, cpu=cpu_model(), torch=torch.__version__, capability=torch.backends.cpu.get_cpu_capability(),
-                 amx=cpu_has_amx(), threads=torch.get_num_threads(), fp32_s=t['fp32'], bf16_s=t['bf16'],
-                 speedup=t['fp32']/t['bf16'], min_speedup=BF16_MIN_SPEEDUP, date=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-        r['choice'] = 'bf16' if r['speedup'] >= BF16_MIN_SPEEDUP else 'fp32'
-        with contextlib.suppress(OSError), atomic_write(path, 'w') as f: json.dump(r, f, indent=1)
+    with _probe_lock(path):      # processes sharing a store measure once and agree: the first measures, the rest read it
+        r = None
+        if not refresh:
+            with contextlib.suppress(OSError, ValueError): r = json.loads(path.read_text())
+        if not isinstance(r, dict) or r.get('choice') not in ('fp32', 'bf16'):
+            t = time_precisions()
+            r = dict(key=path.stem, cpu=cpu_model(), torch=torch.__version__, capability=torch.backends.cpu.get_cpu_capability(),
+                     amx=cpu_has_amx(), threads=torch.get_num_threads(), fp32_s=t['fp32'], bf16_s=t['bf16'],
+                     speedup=t['fp32']/t['bf16'], min_speedup=BF16_MIN_SPEEDUP, date=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+            r['choice'] = 'bf16' if r['speedup'] >= BF16_MIN_SPEEDUP else 'fp32'
+            with contextlib.suppress(OSError), atomic_write(path, 'w') as f: json.dump(r, f, indent=1)
     _PROBES[str(path)] = r = dict(r, device='cpu', source='measured', path=str(path))
     return dict(r)
 
