@@ -4,14 +4,14 @@
 
 # %% ../nbs/19_papers.ipynb #1c496e23
 from __future__ import annotations
-import argparse, importlib.util, json, os, platform, time
+import argparse, importlib.util, json, os, platform, tempfile, time
 from pathlib import Path
 import pandas as pd, torch
 from .core import *
 
 # %% auto #0
 __all__ = ['PRESETS', 'installed_papers_dir', 'papers_dir', 'paper_names', 'parameters_cell', 'hardware', 'run_header',
-           'preset_frame', 'default_out_dir', 'run_paper']
+           'preset_frame', 'default_out_dir', 'run_paper', 'notebook_namespace']
 
 # %% ../nbs/19_papers.ipynb #ef954928
 PRESETS = ('smoke', 'cpu', 'paper')
@@ -107,3 +107,22 @@ def run_paper(name:str, # a name from `paper_names()`
     pm.execute_notebook(str(src), str(output_notebook), parameters=dict(preset=preset, out_dir=str(out_dir), **(parameters or {})),
                         kernel_name=kernel_name, cwd=str(cwd), log_output=log_output, progress_bar=progress_bar)
     return output_notebook
+
+# %% ../nbs/19_papers.ipynb #f5f720e3
+def notebook_namespace(notebook, # a paper notebook: a name of `paper_names()` or the path of an `.ipynb`
+                       markers, # strings; every code cell containing one of them runs, in the notebook's order
+                       preset:str='cpu', # the notebook's `preset` parameter
+                       out_dir=None, # its `out_dir` parameter; default: a new folder under the system's temporary directory
+                      ) -> dict:
+    "Run the code cells of `notebook` that contain one of `markers` in a fresh namespace (with `preset`, `out_dir`); the namespace."
+    if isinstance(markers, str): markers = [markers]
+    path = Path(notebook) if str(notebook).endswith('.ipynb') else papers_dir()/f'{notebook}.ipynb'
+    if not path.is_file():
+        raise FileNotFoundError(f'no notebook {path}; the paper notebooks are {", ".join(paper_names())}')
+    cells = [''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code']
+    missing = [m for m in markers if not any(m in s for s in cells)]
+    if missing: raise ValueError(f'{path.name} has no code cell containing {", ".join(map(repr, missing))}')
+    ns = dict(preset=preset, out_dir=str(out_dir or tempfile.mkdtemp(prefix=f'{path.stem}-{preset}-')))
+    for s in cells:
+        if any(m in s for m in markers): exec(compile(s, f'{path.name} (cell containing {next(m for m in markers if m in s)!r})', 'exec'), ns)
+    return ns

@@ -12,16 +12,12 @@ The numbers in the notebook are the same as if it had trained everything itself;
 
     TICKETLAB_HOME=<store> OMP_NUM_THREADS=1 python papers/results/data_diet_worker.py [smoke|cpu|paper]
 """
-import json, sys, time
+import sys, time
 from pathlib import Path
 
 preset = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
-nb = json.loads((Path(__file__).parents[1]/'data_diet.ipynb').read_text())
-cells = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
-ns = dict(preset=preset, out_dir=f'/tmp/data_diet_worker-{preset}')
-found = [src for src in cells if 'PRESETS = {' in src or 'dhp = DataDietHparams(' in src]
-if len(found) != 2: raise SystemExit(f'expected the preset cell and the data cell in data_diet.ipynb, found {len(found)}')
-for src in found: exec(src, ns)
+from ticketlab.papers import notebook_namespace
+ns = notebook_namespace(Path(__file__).parents[1]/'data_diet.ipynb', ['PRESETS = {', 'dhp = DataDietHparams('], preset)   # its preset and data cells
 P, hp, ihp, dhp, dhp_noise, dhp_barriers, hp_warmup = (ns[k] for k in ('P', 'hp', 'ihp', 'dhp', 'dhp_noise', 'dhp_barriers', 'hp_warmup'))
 data, store, train, test = ns['data'], ns['store'], ns['train'], ns['test']
 from ticketlab.runs import replicate

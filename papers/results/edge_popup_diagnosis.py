@@ -16,17 +16,13 @@ masks at weight decay 0) are the same store entries, trained once.
 
     TICKETLAB_HOME=<store> OMP_NUM_THREADS=1 python papers/results/edge_popup_diagnosis.py [out_dir]
 """
-import json, sys, time
+import sys, time
 from pathlib import Path
 import pandas as pd
 
-nb = json.loads((Path(__file__).parents[1]/'edge_popup.ipynb').read_text())
-cells = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
 out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent/'edge_popup-cpu')
-ns = dict(preset='cpu', out_dir=f'/tmp/edge_popup_diagnosis')
-found = [src for src in cells if 'PRESETS = {' in src or 'hp = supermask_train_hparams(' in src]
-if len(found) != 2: raise SystemExit(f'expected the preset cell and the data cell in edge_popup.ipynb, found {len(found)}')
-for src in found: exec(src, ns)
+from ticketlab.papers import notebook_namespace
+ns = notebook_namespace(Path(__file__).parents[1]/'edge_popup.ipynb', ['PRESETS = {', 'hp = supermask_train_hparams('], 'cpu')   # its preset and data cells
 P, hp, data, store = ns['P'], ns['hp'], ns['data'], ns['store']
 from ticketlab.edgepopup import SupermaskHparams as S, supermask_sweep
 

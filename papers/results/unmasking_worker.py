@@ -17,16 +17,12 @@ training-loss sweeps; `robustness` also measures its barriers here, about 20 s a
 
     TICKETLAB_HOME=<store> OMP_NUM_THREADS=1 python papers/results/unmasking_worker.py [smoke|cpu|paper]
 """
-import json, sys, time
+import sys, time
 from pathlib import Path
 
 preset = sys.argv[1] if len(sys.argv) > 1 else 'cpu'
-nb = json.loads((Path(__file__).parents[1]/'unmasking.ipynb').read_text())
-cells = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
-ns = dict(preset=preset, out_dir=f'/tmp/unmasking_worker-{preset}')
-found = [src for src in cells if 'PRESETS = {' in src or 'hp = TrainHparams(' in src]
-if len(found) != 2: raise SystemExit(f'expected the preset cell and the data cell in unmasking.ipynb, found {len(found)}')
-for src in found: exec(src, ns)
+from ticketlab.papers import notebook_namespace
+ns = notebook_namespace(Path(__file__).parents[1]/'unmasking.ipynb', ['PRESETS = {', 'hp = TrainHparams('], preset)   # its preset and data cells
 P, hp, data, store = ns['P'], ns['hp'], ns['data'], ns['store']
 ks, tau, T, ipe, eval_test, nominal_density = (ns[k] for k in ('ks', 'tau', 'T', 'ipe', 'eval_test', 'nominal_density'))
 from ticketlab.core import derive_seed
