@@ -82,11 +82,21 @@ BAD = [
     ('datadiet', ['--score-steps', '1it', '--kind', 'margin'], 'choose one of el2n, grand'),
     ('datadiet', ['--replicates', '0'], '>= 1'),
     ('datadiet', ['--lr', '0.1', '--pretrain-lr', '-1', '--subsets', 'random'], 'outside'),
+    ('hessian', [], 'give RUN'),
+    ('hessian', ['abc'], 'holds no runs'),
+    ('hessian', ['abc', '--subspace', 'kept'], 'choose one of all, prunable, mask'),
+    ('hessian', ['abc', '--split', 'valid'], 'choose one of train, test'),
+    ('hessian', ['abc', '--dtype', 'float16'], 'choose one of float32, float64'),
+    ('hessian', ['abc', '--trace-probes', '1'], 'outside [2'),
+    ('hessian', ['abc', '--topk', '0'], 'outside [1'),
+    ('hessian', ['abc', '--topk', '30', '--lanczos-iters', '20'], 'give at least 30'),
+    ('hessian', ['abc', '--examples', 'all'], 'invalid int'),
+    ('hessian', ['abc', '--list'], 'drop RUN'),
     ('replicate', ['nope'], 'choose one of data_diet, early_phase, edge_popup, lmc, unmasking'),
     ('replicate', ['lmc', '--preset', 'huge'], 'choose one of smoke, cpu, paper'),
     ('replicate', [], 'required: name'),
-] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc', 'supermask', 'scores', 'datadiet')] \
-  + [(c, ['--device', 'cuda:99'], 'not a device of this machine') for c in ('train', 'imp', 'lmc', 'supermask', 'scores', 'datadiet')]
+] + [(c, ['--device', 'gpu'], 'choose one of cpu') for c in ('train', 'imp', 'lmc', 'supermask', 'scores', 'datadiet', 'hessian')] \
+  + [(c, ['--device', 'cuda:99'], 'not a device of this machine') for c in ('train', 'imp', 'lmc', 'supermask', 'scores', 'datadiet', 'hessian')]
 
 @pytest.mark.parametrize('command,args,expect', BAD, ids=[f'{c} {" ".join(a)}' for c, a, _ in BAD])
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, monkeypatch, capsys, command, args, expect):
@@ -115,7 +125,7 @@ def test_bad_input_leaves_the_default_store_alone(tmp_path, monkeypatch, capsys)
 
 def test_unknown_command(capsys):
     code, _, err = run_main(capsys, 'frobnicate')
-    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, perturb, pretrain, supermask, scores, datadiet, replicate' in err
+    assert code == 2 and err.count('\n') == 1 and 'choose one of train, imp, lmc, perturb, pretrain, supermask, scores, datadiet, hessian, replicate, sweep' in err
 
 # --- help ----------------------------------------------------------------------------------------------------------
 
@@ -144,6 +154,8 @@ def test_flags_of_each_command():
             '--scores', '--score-steps', '--K', '--kind', '--scores-dir', '--lr', '--training-steps'} | common <= flags['datadiet']
     assert CLI_DEFAULTS['datadiet'] == dict(fraction=0.5, levels=3)
     assert {'--grid', '--executor', '--workers', '--cluster', '--option', '--replicates', '--lr', '--training-steps'} | common <= flags['sweep']
+    assert {'--step', '--list', '--subspace', '--split', '--examples', '--batch-size', '--dtype', '--topk', '--lanczos-iters', '--trace-probes',
+            '--density-probes', '--nodes', '--seed'} | common <= flags['hessian'] and '--training-steps' not in flags['hessian']
 
 def test_top_level_help_as_a_user_runs_it(tmp_path):
     p = ticketlab('--help', cwd=tmp_path)
@@ -294,3 +306,101 @@ def test_datadiet_label_noise_scores_the_corrupted_labels(tmp_path):
     assert s.meta['data']['labels'] == scores_meta('el2n', noisy)['data']['labels']     # the corrupted labels were scored
     p = ticketlab('datadiet', *common, '--scores', 'noisy', '--out', str(tmp_path/'out2'), cwd=tmp_path)   # no --noise: other labels
     assert p.returncode == 2 and 'other labels' in p.stderr and not (tmp_path/'out2').exists()
+
+# --- ticketlab hessian: the spectrum of a stored run ---------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def hessian_store(tmp_path_factory):
+    "A dense LeNet-300-100 (width 0.05: 1,115 parameters) on the digits and its IMP level 1 (30% of the weights kept), stored."
+    from ticketlab.imp import ImpHparams, imp
+    from ticketlab.store import Store
+    from ticketlab.train import TrainHparams
+    root = tmp_path_factory.mktemp('hessian')/'store'
+    recs = imp(TrainHparams(width=0.05, training_steps='2ep', precision='fp32'), ImpHparams(fraction=0.7, levels=1), Store(root))
+    return root, recs[0]['run'], recs[1]['run']
+
+def exact_hessian(run, prunable=False):
+    "The Hessian of the mean cross-entropy over the whole training set at `run`'s final weights, in float64 by `torch.func` (all parameters, or the prunable weights)."
+    import torch, torch.nn.functional as F
+    from torch.func import functional_call, jacrev
+    from ticketlab.loader import eval_batches
+    from ticketlab.models import prunable_parameters
+    from ticketlab.runs import build_model, load_data
+    train, _ = load_data(run.hparams)
+    model = build_model(run.hparams, train).double().eval()
+    model.load_state_dict(run.weights(run.checkpoint_steps()[-1]))
+    x, y = (torch.cat(t) for t in zip(*eval_batches(train, 2048, 'cpu')))
+    fixed = {n: t.detach() for n, t in (*model.named_parameters(), *model.named_buffers())}
+    names = list(prunable_parameters(model)) if prunable else [n for n, _ in model.named_parameters()]
+    shapes = [fixed[n].shape for n in names]
+    def loss(w):
+        p = {n: c.reshape(s) for n, c, s in zip(names, w.split([s.numel() for s in shapes]), shapes)}
+        return F.cross_entropy(functional_call(model, {**fixed, **p}, (x.double(),)), y)
+    return jacrev(jacrev(loss), chunk_size=64)(torch.cat([fixed[n].reshape(-1) for n in names])), names
+
+HESSIAN_ARGS = ['--dtype', 'float64', '--examples', '0', '--topk', '3', '--trace-probes', '50', '--density-probes', '10', '--nodes', '40', '--no-progress']
+
+def test_hessian_of_a_stored_run_is_the_exact_hessians(hessian_store, tmp_path):
+    "The dense run by an id prefix, as a user runs it: the top eigenvalues and the trace of the exact Hessian, D = every parameter."
+    import numpy as np, torch
+    root, dense, _ = hessian_store
+    p = ticketlab('hessian', dense.name[:6], *HESSIAN_ARGS, '--store', str(root), '--out', str(tmp_path/'out'), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    H, _ = exact_hessian(dense)
+    lam = torch.linalg.eigvalsh(H).flip(0).numpy()
+    ev = pd.read_csv(tmp_path/'out'/'eigenvalues.csv')
+    assert list(ev.columns) == ['rank', 'eigenvalue', 'residual', 'error_bound', 'converged'] and ev['rank'].tolist() == [1, 2, 3]
+    assert ev.converged.all() and np.allclose(ev.eigenvalue, lam[:3], rtol=1e-6, atol=0), (ev.eigenvalue.tolist(), lam[:3])
+    t = pd.read_csv(tmp_path/'out'/'trace.csv')
+    assert (t.run[0], t.step[0], t.subspace[0], t.split[0], t.examples[0], t.dim[0]) == (dense.ref, dense.checkpoint_steps()[-1], 'all', 'train', 1437, 1115)
+    assert abs(t.trace[0] - H.trace().item()) < 4 * t.std_error[0], (t.trace[0], H.trace().item(), t.std_error[0])
+    d = pd.read_csv(tmp_path/'out'/'density.csv')
+    assert abs((d.density * d.eigenvalue.diff().mean()).sum() - 1) < 1e-3                  # a probability density
+    assert len(pd.read_csv(tmp_path/'out'/'quadrature.csv')) == 10 * 40 and (tmp_path/'out'/'spectrum.png').stat().st_size > 1000
+    assert f'{dense.ref} (lenet_300_100 on digits)' in p.stdout and 'D = 1,115, 1437 examples, float64: λ_max = ' in p.stdout
+    assert 'Hessian-vector products' in p.stdout and not (tmp_path/'ticketlab_out').exists()
+
+def test_hessian_in_the_mask_subspace_of_an_imp_level(hessian_store, tmp_path, capsys):
+    "An IMP level by its folder, --subspace mask: D is the number of weights the mask keeps, the eigenvalues the exact Hessian's on them."
+    import numpy as np, torch
+    root, _, level = hessian_store
+    code, out, err = run_main(capsys, 'hessian', str(level.path), '--subspace', 'mask', *HESSIAN_ARGS, '--out', str(tmp_path/'out'))
+    assert code == 0, err
+    mask = level.mask()
+    H, names = exact_hessian(level, prunable=True)
+    keep = torch.cat([mask[n].reshape(-1) for n in names])
+    lam = torch.linalg.eigvalsh(H[keep][:, keep]).flip(0).numpy()
+    t = pd.read_csv(tmp_path/'out'/'trace.csv')
+    assert t.dim[0] == mask.num_kept == len(lam) == 326 and t.subspace[0] == 'mask'
+    ev = pd.read_csv(tmp_path/'out'/'eigenvalues.csv')
+    assert np.allclose(ev.eigenvalue, lam[:3], rtol=1e-6, atol=0), (ev.eigenvalue.tolist(), lam[:3])
+    assert "in its mask's subspace (its mask keeps 0.3 of the prunable weights)" in out and 'D = 326,' in out
+
+def test_hessian_refuses_by_name(hessian_store, tmp_path, capsys):
+    "Bad runs, steps and subspaces: one line, exit 2, nothing written; --list shows the runs; KIND/ID settles a shared prefix."
+    import shutil
+    from ticketlab.cli import find_run
+    from ticketlab.store import Store
+    root, dense, level = hessian_store
+    def refused(*args, store=root):
+        code, _, err = run_main(capsys, 'hessian', *args, '--store', str(store), '--out', str(tmp_path/'out'))
+        assert code == 2 and err.count('\n') == 1 and err.startswith('ticketlab hessian: error:'), err
+        return err
+    assert 'has no mask (a dense run); choose all or prunable' in refused(dense.name, '--subspace', 'mask')
+    err = refused('nope')
+    assert f"no run 'nope' in {root}; it holds 2 runs (1 imp_level, 1 train): ticketlab hessian --list shows them" in err, err
+    typo = dense.name[:-1] + ('0' if dense.name[-1] != '0' else '1')
+    assert f'close: {dense.ref}' in refused(typo)
+    assert f'step 1ep (22it): {dense} has no checkpoint there; its checkpoints are at {dense.checkpoint_steps()}' in refused(dense.name, '--step', '1ep')
+    assert 'bad Step' in refused(dense.name, '--step', '22')
+    assert 'topk: 400 eigenvalues exceed the dimension 326 of the mask subspace' in refused(level.name, '--subspace', 'mask', '--topk', '400')
+    assert 'is a folder but not a stored run' in refused(str(root))
+    assert not (tmp_path/'out').exists()
+    code, out, _ = run_main(capsys, 'hessian', '--list', '--store', str(root))
+    rows = {l.split()[1]: l.split() for l in out.splitlines()[1:]}
+    assert code == 0 and rows[dense.name][:4] == ['train', dense.name, 'True', '-'] and rows[level.name][:4] == ['imp_level', level.name, 'True', '0.3']
+    other = tmp_path/'other'
+    for kind, name in (('train', 'abcd' + '0' * 12), ('imp_level', 'abcd' + '1' * 12)): shutil.copytree(dense.path, other/kind/name)
+    assert "RUN 'abcd' matches 2 runs" in refused('abcd', store=other) and 'give more of the id, or KIND/ID' in refused('abcd', store=other)
+    assert find_run(Store(other), 'imp_level/abcd').path == other/'imp_level'/('abcd' + '1' * 12)
+    assert find_run(Store(other), 'abcd1').path == other/'imp_level'/('abcd' + '1' * 12)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_cli.ipynb #0a9ca610
 from __future__ import annotations
-import argparse, contextlib, dataclasses, re, sys, time, warnings
+import argparse, contextlib, dataclasses, difflib, re, sys, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from .core import *
@@ -21,6 +21,7 @@ from .pretrain import PretrainHparams, pretrain_experiment, plot_pretrain
 from .edgepopup import SupermaskHparams, PAPER_LRS, PAPER_WDS, DENSE, supermask_points, supermask_sweep, plot_supermask
 from .el2n import Scores, SCORE_KINDS, ensemble_plan, ensemble_scores, list_scores, plot_scores, scores_meta
 from .datadiet import DataDietHparams, diet_conditions, data_diet_experiment, plot_data_diet, pretraining_set
+from .hessian import HessianHparams, hessian_spectrum, plot_spectrum, run_hessian
 from .papers import PRESETS, paper_names, run_paper, default_out_dir
 from .papers import _check as _check_paper, _require_runner
 from .sweep import EXECUTORS, Grid, literal, notebook_job, notebook_parameters, parse_axes, plot_sweep, require_submitit, sweep, train_job
@@ -31,8 +32,8 @@ __all__ = ['COMMON_FLAGS', 'CLI_DEFAULTS', 'SCORE_ACTIONS', 'SWEEP_JOBS', 'COMMA
            'experiment_group', 'check_replicates', 'train_parser', 'plot_history', 'cmd_train', 'imp_parser',
            'imp_table', 'cmd_imp', 'lmc_parser', 'cmd_lmc', 'perturb_parser', 'cmd_perturb', 'pretrain_parser',
            'cmd_pretrain', 'supermask_parser', 'cmd_supermask', 'score_flags', 'scores_parser', 'cmd_scores',
-           'datadiet_parser', 'cmd_datadiet', 'replicate_parser', 'cmd_replicate', 'sweep_parser', 'sweep_table',
-           'cmd_sweep', 'main']
+           'datadiet_parser', 'cmd_datadiet', 'hessian_parser', 'find_run', 'runs_table', 'cmd_hessian',
+           'replicate_parser', 'cmd_replicate', 'sweep_parser', 'sweep_table', 'cmd_sweep', 'main']
 
 # %% ../nbs/20_cli.ipynb #152ad850
 def epilog() -> str:
@@ -547,6 +548,83 @@ def cmd_datadiet(args:argparse.Namespace, prog='ticketlab datadiet'):
     print(_wrote(write_results(out, {'datadiet.csv': df}, {'datadiet.png': ax.figure})))
     return df
 
+# %% ../nbs/20_cli.ipynb #d157486f
+def hessian_parser(p=None) -> argparse.ArgumentParser:
+    "The parser of `ticketlab hessian`."
+    p = p or CLIParser(prog='ticketlab hessian', allow_abbrev=False)
+    p.add_argument('run', metavar='RUN', nargs='?', default=None, help="the stored run: its folder, KIND/ID, or an ID or a unique prefix of one")
+    g = p.add_argument_group('the network')
+    g.add_argument('--step', default=None, help="a stored checkpoint, as a global step, e.g. '0it' or '2ep' (default: the finished run's final weights)")
+    g.add_argument('--list', action='store_true', help="list the store's runs (kind, id, done, mask density, checkpoint steps) and exit")
+    p = command_parser('hessian', "The loss Hessian of a stored run: top eigenvalues, trace and spectral density, in all its parameters or its mask's subspace.",
+                       [(HessianHparams, 'the Hessian and its estimators')], p)
+    p.epilog = ("RUN: a run's folder, KIND/ID, or an ID or a unique prefix of one in --store; 'ticketlab hessian --list' lists them.\n"
+                "The network and its data are rebuilt from the run's hyperparameters.")
+    return add_common(p, 'hessian', 'eigenvalues.csv, trace.csv, density.csv, quadrature.csv and spectrum.png')
+
+def find_run(store:Store, # the store an ID or KIND/ID is looked up in
+             ref:str, # a run's folder, KIND/ID, or an ID or a unique prefix of one
+            ) -> Run:
+    "The stored run `ref` names; a `ValueError` naming the matches, the close ones or how to list the runs otherwise."
+    p = Path(ref).expanduser()
+    if (p/'hparams.json').is_file(): return Run.load(p)
+    kind, _, name = str(ref).strip('/').rpartition('/')
+    found = sorted(q.parent for q in store.root.glob('*/*/hparams.json'))
+    hits = [q for q in found if name and q.name.startswith(name) and kind in ('', q.parent.name)]
+    if len(hits) == 1: return Run.load(hits[0])
+    def refs(qs): return ', '.join(f'{q.parent.name}/{q.name}' for q in qs[:5]) + (', ...' if len(qs) > 5 else '')
+    if hits: raise ValueError(f'RUN {ref!r} matches {len(hits)} runs of {store.root} ({refs(hits)}); give more of the id, or KIND/ID')
+    if p.is_dir(): raise ValueError(f'{p} is a folder but not a stored run (no hparams.json)')
+    if not found: raise ValueError(f'no run {ref!r}: {store.root} holds no runs (train some with ticketlab train or ticketlab imp, or give --store)')
+    close = [q for n in difflib.get_close_matches(name, [q.name for q in found], n=3, cutoff=0.6) for q in found if q.name == n]
+    kinds = sorted(pd.Series([q.parent.name for q in found]).value_counts().items())
+    raise ValueError(f'no run {ref!r} in {store.root}' + (f'; close: {refs(close)}' if close else '') + f'; it holds {len(found)} runs '
+                     f'({", ".join(f"{n} {k}" for k, n in kinds)}): ticketlab hessian --list shows them')
+
+def runs_table(store:Store) -> pd.DataFrame:
+    "The store's runs as `ticketlab hessian --list` shows them: kind, id, done, mask density, checkpoint steps, creation, non-default hyperparameters."
+    t = store.runs()
+    runs = [Run.load(store.root/k/r) for k, r in zip(t.kind, t.run)]
+    masks = [r.mask() for r in runs]
+    return t.assign(mask=[f'{m.density:.3g}' if m is not None else '-' for m in masks], steps=[r.checkpoint_steps() for r in runs]
+                   )[['kind', 'run', 'done', 'mask', 'steps', 'created', 'nondefault']]
+
+# %% ../nbs/20_cli.ipynb #b584bbd9
+def _check_hessian(args):
+    hhp = HessianHparams.from_args(args)
+    store, out = check_common(args)
+    if args.list:
+        if args.run: raise ValueError(f'--list lists every run of the store; drop RUN ({args.run!r})')
+        return hhp, None, None, None, store, out
+    if not args.run: raise ValueError("give RUN, a stored run: its folder, KIND/ID, or an ID or a unique prefix of one ('ticketlab hessian --list' lists them)")
+    run = find_run(store, args.run)
+    op, step = run_hessian(run, hhp, args.step, device=args.device)        # the network, the data and the subspace, checked
+    return hhp, run, op, step, store, out
+
+def cmd_hessian(args:argparse.Namespace, prog='ticketlab hessian'):
+    "Run `ticketlab hessian` on parsed `args`: the tables of `hessian_spectrum` (--list: the table of stored runs)."
+    with bad_input(prog): hhp, run, op, step, store, out = _check_hessian(args)
+    if args.list:
+        t = runs_table(store)
+        print(t.to_string(index=False, max_colwidth=70) if len(t) else f'no runs in {store.root}')
+        return t
+    t0 = time.time()
+    res = hessian_spectrum(op, hhp, progress=not args.no_progress)
+    top, tr, hp, mask = res['eigenvalues'], res['trace'], run.hparams, run.mask()
+    where = {'all': 'all trainable parameters', 'prunable': 'the prunable weights',
+             'mask': "its mask's subspace"}[hhp.subspace] + (f' (its mask keeps {mask.density:.3g} of the prunable weights)' if mask is not None else '')
+    print(f'\nHessian of the {hhp.split} loss of {run.ref} ({hp.model} on {hp.dataset}) at step {step}it, in {where}')
+    print(f'D = {op.dim:,}, {op.num_examples} examples, {hhp.dtype}: λ_max = {top.eigenvalue[0]:.6g}, trace = {tr.trace[0]:.6g} ± {tr.std_error[0]:.2g} '
+          f'({hhp.trace_probes} probes); {int(top.converged.sum())} of the top {len(top)} converged in {top.attrs["iterations"]} Lanczos steps; '
+          f'{op.num_hvps} Hessian-vector products, {time.time() - t0:.1f} s')
+    print(top[['rank', 'eigenvalue', 'error_bound', 'converged']].to_string(index=False))
+    trace = pd.DataFrame([dict(run=run.ref, step=step, subspace=hhp.subspace, split=hhp.split, examples=op.num_examples, dtype=hhp.dtype)]).join(tr)
+    ax = plot_spectrum(res['density'], top, ax=new_axes(figsize=(6, 3.8)))
+    ax.set_title(f'{run.ref} at step {step}it, subspace {hhp.subspace} (D = {op.dim:,})', fontsize='medium')
+    print(_wrote(write_results(out, {'eigenvalues.csv': top, 'trace.csv': trace, 'density.csv': res['density'], 'quadrature.csv': res['quadrature']},
+                               {'spectrum.png': ax.figure})))
+    return res
+
 # %% ../nbs/20_cli.ipynb #926e4dfb
 def replicate_parser(p=None) -> argparse.ArgumentParser:
     "The parser of `ticketlab replicate`."
@@ -701,6 +779,7 @@ COMMANDS = {'train': (train_parser, cmd_train),
             'supermask': (supermask_parser, cmd_supermask),
             'scores': (scores_parser, cmd_scores),
             'datadiet': (datadiet_parser, cmd_datadiet),
+            'hessian': (hessian_parser, cmd_hessian),
             'replicate': (replicate_parser, cmd_replicate),
             'sweep': (sweep_parser, cmd_sweep)}
 

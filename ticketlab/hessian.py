@@ -5,22 +5,27 @@
 # %% ../nbs/15_hessian.ipynb #d0297ccb
 from __future__ import annotations
 import contextlib, math, warnings
+from dataclasses import dataclass
 from typing import Callable, Iterable
 import numpy as np, pandas as pd, torch, torch.nn.functional as F
 from scipy.linalg import eigh_tridiagonal
 from fastcore.basics import patch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
-from .core import make_generator
+from .core import Hparams, Step, default_device, hp, make_generator
 from .data import ImageData
 from .loader import eval_batches
 from .models import prunable_parameters
 from .masks import Mask
+from .train import TrainHparams
+from .store import Run
+from .runs import build_model, data_key, load_data, plan
 
 # %% auto #0
-__all__ = ['PARAM_SETS', 'HVP_METHODS', 'WHICH', 'HessianOperator', 'as_linear_operator', 'rademacher', 'lanczos', 'ritz',
-           'top_eigenvalues', 'eigsh_eigenvalues', 'hutchinson_trace', 'slq_quadrature', 'gaussian_density',
-           'spectral_density', 'plot_spectrum', 'intersection_threshold', 'max_pruning_ratio', 'matching_train_loss']
+__all__ = ['PARAM_SETS', 'HVP_METHODS', 'WHICH', 'SUBSPACES', 'DTYPES', 'HessianOperator', 'as_linear_operator', 'rademacher',
+           'lanczos', 'ritz', 'top_eigenvalues', 'eigsh_eigenvalues', 'hutchinson_trace', 'slq_quadrature',
+           'gaussian_density', 'spectral_density', 'plot_spectrum', 'intersection_threshold', 'max_pruning_ratio',
+           'matching_train_loss', 'HessianHparams', 'run_hessian', 'hessian_spectrum']
 
 # %% ../nbs/15_hessian.ipynb #ded197f4
 PARAM_SETS = ('trainable', 'prunable')
@@ -415,3 +420,94 @@ def matching_train_loss(train_loss, # training losses of pruned and retrained ne
     if np.ptp(e) == 0: raise ValueError('the test errors are all equal: no line to fit')
     slope, intercept = np.polyfit(e, l, 1)
     return float(slope * dense_error + intercept)
+
+# %% ../nbs/15_hessian.ipynb #698daffc
+SUBSPACES = ('all', 'prunable', 'mask')
+DTYPES = {'float32': torch.float32, 'float64': torch.float64}
+
+@dataclass(frozen=True)
+class HessianHparams(Hparams):
+    "What a measurement of a network's loss Hessian computes: the subspace, the loss, the precision and the estimators' sizes."
+    subspace:str = hp('all', "all: every trainable parameter; prunable: the conv and linear weights; mask: the prunable weights the run's mask keeps (Unmasking §3.3's D^A)", choices=SUBSPACES)
+    split:str = hp('train', 'the loss whose Hessian is taken: the mean over this split', choices=('train', 'test'))
+    examples:int = hp(1000, 'a random subsample of at most this many examples of the split; 0: all of them', lo=0)
+    batch_size:int = hp(256, 'examples per forward pass (memory, not the result)', lo=1)
+    dtype:str = hp('float32', 'the precision of the products (float64: exact to rounding; the stored weights are not changed)', choices=tuple(DTYPES))
+    topk:int = hp(20, 'top eigenvalues, by Lanczos with full reorthogonalisation', lo=1)
+    lanczos_iters:int = hp(0, 'most Lanczos steps for the top eigenvalues; 0: max(100, 10·topk)', lo=0)
+    trace_probes:int = hp(100, "Rademacher probes of Hutchinson's trace", lo=2)
+    density_probes:int = hp(10, 'start vectors of stochastic Lanczos quadrature (at least 10 for a usable density)', lo=1)
+    nodes:int = hp(100, 'Lanczos steps per density probe: the quadrature nodes', lo=1)
+    seed:int = hp(0, 'seed of the subsample, the start vector and the probes', lo=0)
+
+    def validate(self):
+        super().validate()
+        if self.lanczos_iters and self.lanczos_iters < self.topk:
+            raise ValueError(f'lanczos_iters: {self.lanczos_iters} steps cannot give topk = {self.topk} eigenvalues; give at least {self.topk}, or 0')
+
+# %% ../nbs/15_hessian.ipynb #312d69fc
+def _stored_network(run:Run, step, data:tuple|None) -> tuple[nn.Module, int, tuple]:
+    "The network of `run` at `step` (default: the final weights), rebuilt from its hyperparameters, and its data."
+    thp, key = run.hparams, run.key
+    if not isinstance(thp, TrainHparams): raise TypeError(f'{run} holds {type(thp).__name__}, not TrainHparams: no network to rebuild')
+    custom = [k for k in ('model', 'params', 'loss') if k in key]
+    if custom: raise ValueError(f"{run} trained a custom {custom[0]} ({custom[0]}={key[custom[0]]!r}); only build_model's networks "
+                                'under the cross-entropy are rebuilt from the hyperparameters')
+    if data is None:
+        if 'data' in key: raise ValueError(f'{run} trained on data other than its hyperparameters name (a subset, noisy labels, ...: data id '
+                                           f'{key["data"]}); only the named data set is rebuilt: pass that data in Python, run_hessian(run, data=(train, test))')
+        data = load_data(thp)
+    elif data_key(thp, data[0]).get('data') != key.get('data'): raise ValueError(f'data: not the training set {run} trained on')
+    stored = run.checkpoint_steps()
+    if not stored: raise FileNotFoundError(f'{run} has no checkpoints')
+    if step is None:
+        if not run.done: raise ValueError(f'{run} is not finished: its last checkpoint, step {stored[-1]}, is not its final weights; '
+                                          f'give a step, one of {stored}')
+        step = stored[-1]
+    else:
+        it = Step.from_str(step, plan(thp, data[0]).iterations_per_epoch).it
+        if it not in stored: raise FileNotFoundError(f'step {step} ({it}it): {run} has no checkpoint there; its checkpoints are at {stored}')
+        step = it
+    model = build_model(thp, data[0])
+    model.load_state_dict(run.weights(step))
+    return model, step, data
+
+def run_hessian(run:Run, # a stored run (`Store.find`, `Run.load`, or what `train_run` and `imp` return)
+                hhp:HessianHparams=HessianHparams(), # the subspace, the loss and the precision (the estimators' sizes: `hessian_spectrum`)
+                step=None, # a checkpoint's global step (a Step string or an int); default: the finished run's final weights
+                data:tuple|None=None, # (train, test) the run trained on; default: the data set its hyperparameters name
+                device=None, # default: CUDA if available
+               ) -> tuple[HessianOperator, int]:
+    "The Hessian of a stored run's loss at one of its checkpoints, in `hhp.subspace`: the operator and the step (iterations)."
+    model, step, (train, test) = _stored_network(run, step, data)
+    mask = run.mask() if hhp.subspace == 'mask' else None
+    if hhp.subspace == 'mask' and mask is None: raise ValueError(f'subspace mask: {run} has no mask (a dense run); choose all or prunable')
+    split = train if hhp.split == 'train' else test
+    n = min(hhp.examples or len(split), len(split))
+    op = HessianOperator(model.to(device or default_device()), split, params='trainable' if hhp.subspace == 'all' else 'prunable', mask=mask,
+                         batch_size=hhp.batch_size, examples=n if n < len(split) else None, seed=hhp.seed, dtype=DTYPES[hhp.dtype])
+    if hhp.topk > op.dim: raise ValueError(f'topk: {hhp.topk} eigenvalues exceed the dimension {op.dim} of the {hhp.subspace} subspace')
+    return op, step
+
+# %% ../nbs/15_hessian.ipynb #ee8380af
+@contextlib.contextmanager
+def _hvp_progress(op:HessianOperator, total:int, on:bool):
+    "Count `op`'s Hessian-vector products on a progress bar inside the block (a bar whose description names the stage)."
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, unit='hvp', leave=False, disable=not on)
+    def counted(V, _matmat=op.matmat): out = _matmat(V); bar.update(len(V)); return out
+    op.matmat = counted                      # an instance attribute: `matvec` and `lanczos` call it
+    try: yield bar
+    finally: del op.matmat; bar.close()
+
+def hessian_spectrum(op:HessianOperator, # the Hessian (`run_hessian`, or any `HessianOperator`)
+                     hhp:HessianHparams=HessianHparams(), # the estimators' sizes and their seed
+                     progress:bool=False, # a progress bar of the Hessian-vector products
+                    ) -> dict[str, pd.DataFrame]:
+    "The top eigenvalues, Hutchinson's trace, the SLQ quadrature and the spectral density of `op`: `eigenvalues`, `trace`, `quadrature`, `density`."
+    iters = min(op.dim, hhp.lanczos_iters or max(100, 10 * hhp.topk))
+    with _hvp_progress(op, iters + hhp.trace_probes + hhp.density_probes * min(hhp.nodes, op.dim), progress) as bar:
+        bar.set_description('top eigenvalues'); top = top_eigenvalues(op, hhp.topk, iters, seed=hhp.seed)
+        bar.set_description('trace'); trace = hutchinson_trace(op, hhp.trace_probes, seed=hhp.seed)
+        bar.set_description('density'); quad = slq_quadrature(op, hhp.density_probes, hhp.nodes, seed=hhp.seed)
+    return dict(eigenvalues=top, trace=trace, quadrature=quad, density=gaussian_density(quad))
