@@ -404,3 +404,8 @@ def test_hessian_refuses_by_name(hessian_store, tmp_path, capsys):
     assert "RUN 'abcd' matches 2 runs" in refused('abcd', store=other) and 'give more of the id, or KIND/ID' in refused('abcd', store=other)
     assert find_run(Store(other), 'imp_level/abcd').path == other/'imp_level'/('abcd' + '1' * 12)
     assert find_run(Store(other), 'abcd1').path == other/'imp_level'/('abcd' + '1' * 12)
+    home = tmp_path/'home'                                    # a TICKETLAB_HOME given as --store: point to its runs folder
+    shutil.copytree(other, home/'runs')
+    assert f'holds no runs; did you mean --store {home/"runs"}?' in refused('abcd', store=home)
+    code, out, _ = run_main(capsys, 'hessian', '--list', '--store', str(home))
+    assert code == 0 and f'no runs in {home}; did you mean --store {home/"runs"}?' in out

@@ -562,6 +562,10 @@ def hessian_parser(p=None) -> argparse.ArgumentParser:
                 "The network and its data are rebuilt from the run's hyperparameters.")
     return add_common(p, 'hessian', 'eigenvalues.csv, trace.csv, density.csv, quadrature.csv and spectrum.png')
 
+def _store_hint(root:Path) -> str:
+    "'; did you mean --store ROOT/runs?' where `root` is a TICKETLAB_HOME whose `runs` folder holds runs; else ''."
+    return f'; did you mean --store {root/"runs"}?' if any((root/'runs').glob('*/*/hparams.json')) else ''
+
 def find_run(store:Store, # the store an ID or KIND/ID is looked up in
              ref:str, # a run's folder, KIND/ID, or an ID or a unique prefix of one
             ) -> Run:
@@ -575,7 +579,8 @@ def find_run(store:Store, # the store an ID or KIND/ID is looked up in
     def refs(qs): return ', '.join(f'{q.parent.name}/{q.name}' for q in qs[:5]) + (', ...' if len(qs) > 5 else '')
     if hits: raise ValueError(f'RUN {ref!r} matches {len(hits)} runs of {store.root} ({refs(hits)}); give more of the id, or KIND/ID')
     if p.is_dir(): raise ValueError(f'{p} is a folder but not a stored run (no hparams.json)')
-    if not found: raise ValueError(f'no run {ref!r}: {store.root} holds no runs (train some with ticketlab train or ticketlab imp, or give --store)')
+    if not found: raise ValueError(f'no run {ref!r}: {store.root} holds no runs' + (_store_hint(store.root) or
+                                   ' (train some with ticketlab train or ticketlab imp, or give --store)'))
     close = [q for n in difflib.get_close_matches(name, [q.name for q in found], n=3, cutoff=0.6) for q in found if q.name == n]
     kinds = sorted(pd.Series([q.parent.name for q in found]).value_counts().items())
     raise ValueError(f'no run {ref!r} in {store.root}' + (f'; close: {refs(close)}' if close else '') + f'; it holds {len(found)} runs '
@@ -606,7 +611,7 @@ def cmd_hessian(args:argparse.Namespace, prog='ticketlab hessian'):
     with bad_input(prog): hhp, run, op, step, store, out = _check_hessian(args)
     if args.list:
         t = runs_table(store)
-        print(t.to_string(index=False, max_colwidth=70) if len(t) else f'no runs in {store.root}')
+        print(t.to_string(index=False, max_colwidth=70) if len(t) else f'no runs in {store.root}{_store_hint(store.root)}')
         return t
     t0 = time.time()
     res = hessian_spectrum(op, hhp, progress=not args.no_progress)
