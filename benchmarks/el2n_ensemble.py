@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np, torch
 
-from ticketlab.data import load_dataset
+from ticketlab.data import load_dataset, class_balanced_subset
 from ticketlab.models import model_names
 from ticketlab.store import Store
 from ticketlab.train import TrainHparams
@@ -33,7 +33,7 @@ from _common import abba, add_device_args, cifar10_or_skip, load_average, machin
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog='el2n_ensemble', description=__doc__.split('\n')[0])
-    p.add_argument('--n', type=int, default=5000, help='CIFAR-10 training images the members train on and are scored (default 5000)')
+    p.add_argument('--n', type=int, default=5000, help='CIFAR-10 training images the members train on and are scored, class-balanced (default 5000)')
     p.add_argument('--K', type=int, default=4, help='networks in the ensemble (default 4; App. A: 10)')
     p.add_argument('--t', type=int, default=40, help='the step t the members are scored at, in iterations (default 40)')
     p.add_argument('--training-steps', default='320it', help="each member's schedule length T (default 320it: T/t = 8, App. A's 62400/7800)")
@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument('--rounds', type=int, default=2, help='alternating rounds, each pipeline once per round (default 2)')
     add_device_args(p)
     a = p.parse_args(argv)
-    if not 1 <= a.n <= 50000: p.error('--n must be in [1, 50000]')
+    if not 10 <= a.n <= 50000: p.error('--n must be in [10, 50000] (n // 10 images of each class)')
     if a.K < 1 or a.t < 1 or a.rounds < 1: p.error('--K, --t and --rounds must be >= 1')
     return a
 
@@ -69,14 +69,16 @@ def main(argv=None):
     if src is None: return
     device = pick_device(args, 'el2n_ensemble')
     train, test = load_dataset('cifar10', root=src)   # decoded once, then cached as uint8 under ticketlab_home()/cache
-    data = (train.subset(torch.arange(args.n)), test.subset(torch.arange(min(len(test), 1000))))
+    # class-balanced draws: the image folders are stored class by class, so the first n images would all be airplanes
+    # (networks that always answer 'airplane' score EL2N 0 on every example, and the agreement check would say nothing)
+    data = (class_balanced_subset(train, args.n // train.num_classes, 0), class_balanced_subset(test, 100, 0))
     hp = TrainHparams(dataset='cifar10', model=args.model, width=args.width, batch_size=args.batch_size, lr=0.1,
                       training_steps=args.training_steps, augment=True, precision=args.precision)
     T = plan(hp, data[0]).it(hp.training_steps)
     if args.t > T: sys.exit(f'el2n_ensemble: --t {args.t} is after the end of training, {T}it')
 
     print(machine(device))
-    print(f'EL2N of {args.n} CIFAR-10 training images at t = {args.t} of T = {T} iterations, K = {args.K} {args.model} at width '
+    print(f'EL2N of {len(data[0])} class-balanced CIFAR-10 training images at t = {args.t} of T = {T} iterations, K = {args.K} {args.model} at width '
           f'{args.width:g}, batch {args.batch_size}, {args.precision}, {args.rounds} alternating rounds, fresh run stores')
     print(f'ensemble: ticketlab.el2n.ensemble_scores, one train_runs list of K runs stopped at t ({args.K * args.t} steps)')
     print(f'baseline: K train_run calls to T with a checkpoint at t, then el2n_scores ({args.K * T} steps)')
@@ -90,7 +92,8 @@ def main(argv=None):
             sync(device); secs[k] += time.perf_counter() - t0
     print(f'load average after:  {load_average()}')
     e, b = res['ensemble'], res['baseline']
-    print(f'agreement: max |difference| {np.max(np.abs(e - b)):.1e} (EL2N of the first examples: {", ".join(f"{x:.4f}" for x in e[:3])})')
+    print(f'agreement: max |difference| {np.max(np.abs(e - b)):.1e} (EL2N of the first examples: {", ".join(f"{x:.4f}" for x in e[:3])}; '
+          f'over all: mean {e.mean():.4f}, min {e.min():.4f}, max {e.max():.4f})')
     for k in ('ensemble', 'baseline'): print(f'{k + ":":10s}{secs[k] / args.rounds:8.2f} s per ensemble')
     print(f'ratio: {secs["baseline"] / secs["ensemble"]:.2f}')
 
