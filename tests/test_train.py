@@ -310,3 +310,49 @@ def test_warnings_that_need_the_epoch_length_come_from_the_trainer(digits):
         ws = _warnings(lambda: Trainer(lenet(train), hp, train, device='cpu'))
         assert len(ws) == 1 and ('warmup=30it' in ws[0] or 'milestone 25it' in ws[0]), ws
         assert _warnings(lambda: Trainer(lenet(train), hp, train, device='cpu', lr_fn=lambda t: 0.01)) == []   # schedule overridden
+
+# -- speed switches: compile modes and fused optimiser kernels ----------------------------------------------------
+
+COMPILED = r'''
+import json, sys, torch
+from ticketlab.data import load_dataset
+from ticketlab.models import get_model
+from ticketlab.train import TrainHparams, Trainer
+train = load_dataset('digits')[0]
+def fit(**kw):
+    hp = TrainHparams(precision='fp32', training_steps='10it', **kw)
+    torch.manual_seed(0)
+    return Trainer(get_model(hp.model, train.num_classes, train.shape), hp, train, device='cpu').fit()
+eager, comp = fit(), fit(compile=True, compile_mode=sys.argv[1])
+print(json.dumps(dict(compiled=comp.forward is not comp.model, graphs=comp._graphs, step=comp.step,
+                      gap=max((a - b).abs().max().item() for a, b in zip(eager.model.parameters(), comp.model.parameters())))))
+'''
+
+def test_compiled_training_matches_eager_on_cpu(tmp_path):
+    "compile=True with compile_mode reduce-overhead (no CUDA graphs on the CPU) trains the same weights as eager, to rounding."
+    import json, subprocess, sys
+    r = subprocess.run([sys.executable, '-c', COMPILED, 'reduce-overhead'], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, 'TORCHINDUCTOR_CACHE_DIR': str(tmp_path/'inductor')})
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert d['compiled'] and not d['graphs'] and d['step'] == 10, d
+    assert d['gap'] < 1e-4, d
+
+def test_cudagraph_steps_are_marked(digits, monkeypatch):
+    "Where the step replays CUDA graphs, each step starts with cudagraph_mark_step_begin; elsewhere never."
+    marks, train = [], digits[0]
+    monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+    t = Trainer(lenet(train), TrainHparams(precision='fp32', training_steps='3it'), train, device='cpu')
+    t.fit(); assert marks == []
+    t._graphs = True          # what uses_cudagraphs(hp, 'cuda') gives for compile=True, compile_mode='reduce-overhead'
+    t.fit(0, 3); assert len(marks) == 3
+
+def test_fused_optimizer_choice(digits):
+    "fused_optimizer: 'auto' is foreach on the CPU; 'on' fuses SGD and Adam; a bad value names the choices."
+    from ticketlab.train import make_optimizer, fused_kernels
+    net = lenet(digits[0])
+    test = lambda **kw: make_optimizer(net, TrainHparams(**kw)).param_groups[0]['fused']
+    assert not test() and test(fused_optimizer='on') and test(fused_optimizer='on', optimizer='adam', lr=1e-3)
+    assert not test(fused_optimizer='off')
+    with pytest.raises(ValueError, match='choose one of auto, on, off'): TrainHparams(fused_optimizer='always')
+    assert fused_kernels('auto', 'cuda') and not fused_kernels('auto', 'cpu')

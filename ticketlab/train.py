@@ -18,13 +18,15 @@ from .models import *
 from .masks import *
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'OPTIMIZERS', 'EVENTS', 'TrainHparams', 'HparamWarning', 'lr_schedule', 'MaskedParams',
-           'CancelFitException', 'Callback', 'determinism_settings', 'deterministic_algorithms', 'BatchFn', 'Trainer',
-           'make_optimizer', 'ProgressCB', 'CheckpointCB']
+__all__ = ['SCHEDULES', 'OPTIMIZERS', 'COMPILE_MODES', 'FUSED_CHOICES', 'EVENTS', 'TrainHparams', 'HparamWarning', 'lr_schedule',
+           'MaskedParams', 'CancelFitException', 'Callback', 'determinism_settings', 'deterministic_algorithms',
+           'BatchFn', 'Trainer', 'fused_kernels', 'uses_cudagraphs', 'make_optimizer', 'ProgressCB', 'CheckpointCB']
 
 # %% ../nbs/04_train.ipynb #ba1e929e
 SCHEDULES = ('constant', 'multistep', 'cosine')
 OPTIMIZERS = ('sgd', 'adam')
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')   # torch.compile's modes
+FUSED_CHOICES = ('auto', 'on', 'off')
 
 @dataclass(frozen=True)
 class TrainHparams(Hparams):
@@ -49,6 +51,9 @@ class TrainHparams(Hparams):
     data_seed: int = hp(0, 'seed of the data order and augmentation')
     precision: str = hp('auto', 'fp32 for exact reproducibility; bf16 autocast; auto picks bf16 where fast', choices=PRECISIONS)
     compile: bool = hp(False, 'torch.compile the forward pass (pays off on long GPU runs; costs a minute to compile)', hash=False)
+    compile_mode: str = hp('default', "torch.compile's mode; 'reduce-overhead' replays the step as CUDA graphs on a GPU", choices=COMPILE_MODES, hash=False)
+    fused_optimizer: str = hp('auto', "torch's fused optimizer kernels; auto: on CUDA only (on the CPU the foreach kernels keep stored runs bit-identical)",
+                              choices=FUSED_CHOICES, hash=False)
     deterministic: bool = hp(True, 'deterministic algorithms on CUDA, so replays and resumes give identical weights (a little slower)', hash=False)
 
     def validate(self):
@@ -89,6 +94,8 @@ def problems(self:TrainHparams, ipe:int|None=None) -> list[str]:
         out.append(f"milestones={self.milestones!r} are ignored by the {self.schedule} schedule: use schedule='multistep' or drop them")
     if self.nesterov and (self.optimizer != 'sgd' or self.momentum == 0):
         out.append(f"nesterov=True is ignored by {'Adam' if self.optimizer != 'sgd' else 'SGD without momentum'}")
+    if self.compile_mode != 'default' and not self.compile:
+        out.append(f'compile_mode={self.compile_mode!r} is ignored without compile=True')
     big = 0.1 if self.optimizer == 'adam' else max(1.0, self.batch_size / 256)
     if self.lr > big:
         out.append(f'lr={self.lr} is very large for {self.optimizer} at batch size {self.batch_size} (above {big:g}): training will almost surely diverge')
@@ -218,7 +225,8 @@ class Trainer:
         if 'CUBLAS_WORKSPACE_CONFIG' in (s := determinism_settings(self.device, hp.deterministic)):
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', s['CUBLAS_WORKSPACE_CONFIG'])   # before the first cuBLAS call
         self.model = model.to(self.device, memory_format=self.mem)
-        self.forward = torch.compile(self.model) if hp.compile else self.model   # checkpoints stay on self.model
+        self.forward = torch.compile(self.model, mode=hp.compile_mode) if hp.compile else self.model   # checkpoints stay on self.model
+        self._graphs = uses_cudagraphs(hp, self.device)
         self.loader, self._move = _batch_source(batches, train, hp, self.device, self.mem), batches is not None
         self.ipe = self.loader.iterations_per_epoch
         self.loss_fn, self.lr_fn = loss_fn or F.cross_entropy, lr_fn or lr_schedule(hp, self.ipe)
@@ -248,7 +256,10 @@ class Trainer:
     def load_state(self, state:dict, optimizer:bool=True):
         "Restore weights (and optimiser state) from `state`."
         self.model.load_state_dict(state['model'])
-        if optimizer and state.get('optimizer') is not None: self.opt.load_state_dict(state['optimizer'])
+        if optimizer and state.get('optimizer') is not None:
+            kernels = [(g.get('fused'), g.get('foreach')) for g in self.opt.param_groups]
+            self.opt.load_state_dict(state['optimizer'])
+            for g, (fu, fe) in zip(self.opt.param_groups, kernels): g['fused'], g['foreach'] = fu, fe   # ours, not the saver's
         if self.masked:
             self.masked.mask_weights_(); self.masked.mask_optimizer_state_(self.opt)
         self.step = state.get('step', 0)
@@ -260,6 +271,7 @@ def one_step(self:Trainer):
     x, y = self.loader.batch(self.step)
     if self._move: x, y = (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for v in (x, y))
     self.xb, self.yb = x, y
+    if self._graphs: torch.compiler.cudagraph_mark_step_begin()   # the last step's graph outputs may be overwritten now
     for g in self.opt.param_groups: g['lr'] = self.lr_fn(self.step)
     with autocast(self.precision, self.device):
         self.preds = self.forward(x)
@@ -297,13 +309,26 @@ def fit(self:Trainer, start=0, # first global step (a Step string or int): the s
     return self
 
 # %% ../nbs/04_train.ipynb #187e65eb
+def fused_kernels(choice:str, # `TrainHparams.fused_optimizer`: 'auto', 'on' or 'off'
+                  device) -> bool:
+    "Whether the optimiser uses torch's fused kernels on `device`: 'auto' means on CUDA only."
+    if choice not in FUSED_CHOICES: raise ValueError(f'fused_optimizer: unknown value {choice!r}; choose one of {", ".join(FUSED_CHOICES)}')
+    return choice == 'on' or (choice == 'auto' and torch.device(device).type == 'cuda')
+
+def uses_cudagraphs(hp:TrainHparams, device) -> bool:
+    "Whether `hp`'s compiled forward and backward replay as CUDA graphs on `device` (a step must then be marked)."
+    return hp.compile and hp.compile_mode in ('reduce-overhead', 'max-autotune') and torch.device(device).type == 'cuda'
+
 def make_optimizer(params, # the tensors to train, or an nn.Module (all its parameters)
                    hp:TrainHparams) -> torch.optim.Optimizer:
-    "SGD (momentum, weight decay, Nesterov) or Adam over `params`."
+    "SGD (momentum, weight decay, Nesterov) or Adam over `params`, with fused kernels where `hp.fused_optimizer` says."
     ps = list(params.parameters() if isinstance(params, nn.Module) else params)
+    fused = True if ps and fused_kernels(hp.fused_optimizer, ps[0].device) else None
     if hp.optimizer == 'sgd':
-        return torch.optim.SGD(ps, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov and hp.momentum > 0)
-    return torch.optim.Adam(ps, lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay)
+        return torch.optim.SGD(ps, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay, nesterov=hp.nesterov and hp.momentum > 0,
+                               fused=fused)
+    return torch.optim.Adam(ps, lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay, fused=fused)
+
 
 # %% ../nbs/04_train.ipynb #b42021eb
 class ProgressCB(Callback):
