@@ -9,16 +9,14 @@ if it had trained everything itself; only the wall time differs.
 
     TICKETLAB_HOME=<store> OMP_NUM_THREADS=1 python papers/results/early_phase_worker.py fig1 perturb pretrain
 """
-import json, sys, time
+import sys, time
 from pathlib import Path
 
-nb = json.loads((Path(__file__).parents[1]/'early_phase.ipynb').read_text())
-cells = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'code']
-ns = dict(preset='cpu', out_dir='/tmp/early_phase_worker')
-for src in cells:    # the preset cell, the data cell, and the later sections' cells that only define their jobs
-    if 'PRESETS = {' in src or 'imps = [ImpHparams' in src: exec(src, ns)
-    elif src.startswith('# definitions only'): ns.setdefault('store', ns['Store']()); exec(src, ns)
-P, hp, imps, data, store = ns['P'], ns['hp'], ns['imps'], ns['data'], ns['Store']()
+from ticketlab.papers import notebook_namespace
+ns = notebook_namespace(Path(__file__).parents[1]/'early_phase.ipynb', ['PRESETS = {', 'imps = [ImpHparams', '# definitions only'],
+                        'cpu', '/tmp/early_phase_worker')   # the preset cell, the data cell, and the later sections' job definitions
+ns['store'] = ns['Store']()                               # the job definitions' functions train into the store
+P, hp, imps, data, store = ns['P'], ns['hp'], ns['imps'], ns['data'], ns['store']
 PARTS = {'perturb': ns['run_perturbations'], 'pretrain': ns['run_pretraining']}   # Figures 4-8 and Figure 9
 from ticketlab.runs import replicate
 from ticketlab.imp import imp, baseline
