@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np, torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import StepTimer, abba, add_device_args, cifar10_or_skip, load_average, machine, pick_device, sync  # noqa: E402
+from _common import StepTimer, abba, add_device_args, cifar10_or_skip, load_average, machine, pick_device  # noqa: E402
 
 GOAL_IMAGES_S, GOAL_GROUP_RATIO, GOAL_IMP_MINUTES = 40_000, 4.0, 30
 IMP_LEVELS, IMP_STEPS = 12, 62_400

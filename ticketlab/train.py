@@ -329,7 +329,6 @@ def make_optimizer(params, # the tensors to train, or an nn.Module (all its para
                                fused=fused)
     return torch.optim.Adam(ps, lr=hp.lr, betas=(hp.momentum, 0.999), weight_decay=hp.weight_decay, fused=fused)
 
-
 # %% ../nbs/04_train.ipynb #b42021eb
 class ProgressCB(Callback):
     "A tqdm bar over the steps, with the running training loss."
