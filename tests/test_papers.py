@@ -3,7 +3,7 @@ import hashlib, json, os, re, subprocess, sys
 from pathlib import Path
 import pytest
 import ticketlab
-from ticketlab.papers import PRESETS, installed_papers_dir, paper_names, papers_dir, parameters_cell, run_paper
+from ticketlab.papers import PRESETS, code_cells, installed_papers_dir, paper_names, papers_dir, parameters_cell, run_paper
 
 NAMES = paper_names()
 
@@ -66,13 +66,9 @@ def test_replicate_without_papermill_says_what_to_install(tmp_path):
     assert 'ticketlab replicate: error: running the paper notebooks needs papermill' in r.stderr and 'pip install papermill ipykernel' in r.stderr
     assert not (tmp_path/'out').exists()
 
-def _code_cells(name:str) -> list[str]:
-    "The sources of the code cells of papers/NAME.ipynb, in order."
-    return [''.join(c['source']) for c in json.loads((papers_dir()/f'{name}.ipynb').read_text())['cells'] if c['cell_type'] == 'code']
-
 def test_early_phase_worker_finds_the_cells_it_runs():
     "papers/results/early_phase_worker.py execs the notebook's preset, data and job-definition cells: they must exist."
-    cells = _code_cells('early_phase')
+    _, cells = code_cells('early_phase')
     assert sum('PRESETS = {' in s for s in cells) == 1 and sum('imps = [ImpHparams' in s for s in cells) == 1
     defs = '\n'.join(s for s in cells if s.startswith('# definitions only'))
     assert 'def run_perturbations(reverse=False)' in defs and 'def run_pretraining(reverse=False)' in defs
@@ -81,7 +77,7 @@ def test_early_phase_worker_finds_the_cells_it_runs():
 
 def test_edge_popup_worker_covers_every_sweep_of_the_notebook():
     "papers/results/edge_popup_worker.py execs the notebook's preset and data cells and has a job for every sweep the notebook runs."
-    cells = _code_cells('edge_popup')
+    _, cells = code_cells('edge_popup')
     assert sum('PRESETS = {' in s for s in cells) == 1 and sum('hp = supermask_train_hparams(' in s for s in cells) == 1
     labels = re.findall(r", '((?:Figure|App\. )[^'{]*)'\)\s*$", '\n'.join(cells), re.M)   # each sweep(points, replicates, label)
     assert {'Figure 3', 'Figure 4', 'Figure 5', 'Figure 6', 'Figure 7', 'Figure 11', 'App. C.2 supermasks'} <= set(labels), labels
@@ -92,7 +88,7 @@ def test_edge_popup_worker_covers_every_sweep_of_the_notebook():
 
 def test_data_diet_worker_runs_what_the_notebook_runs():
     "papers/results/data_diet_worker.py execs the notebook's preset and data cells and repeats every experiment call the notebook makes."
-    cells = _code_cells('data_diet')
+    _, cells = code_cells('data_diet')
     assert sum('PRESETS = {' in s for s in cells) == 1 and sum('dhp = DataDietHparams(' in s for s in cells) == 1
     data_cell = next(s for s in cells if 'dhp = DataDietHparams(' in s)
     assert all(f'{v} = ' in data_cell for v in ('hp', 'ihp', 'dhp_noise', 'dhp_barriers', 'hp_warmup', 'data', 'store'))
@@ -119,7 +115,7 @@ def _calls(src:str, names) -> list[str]:
 
 def test_unmasking_worker_runs_what_the_notebook_runs():
     "papers/results/unmasking_worker.py execs the notebook's preset and data cells and makes every training call the notebook makes, with its arguments."
-    cells = _code_cells('unmasking')
+    _, cells = code_cells('unmasking')
     assert sum('PRESETS = {' in s for s in cells) == 1 and sum('hp = TrainHparams(' in s for s in cells) == 1
     data_cell = next(s for s in cells if 'hp = TrainHparams(' in s)
     assert all(f'{v} = ' in data_cell for v in ('data', 'ks', 'tau', 'eval_test', 'store')) and 'def nominal_density(' in data_cell

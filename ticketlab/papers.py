@@ -11,7 +11,7 @@ from .core import *
 
 # %% auto #0
 __all__ = ['PRESETS', 'installed_papers_dir', 'papers_dir', 'paper_names', 'parameters_cell', 'hardware', 'run_header',
-           'preset_frame', 'default_out_dir', 'run_paper', 'notebook_namespace']
+           'preset_frame', 'default_out_dir', 'run_paper', 'code_cells', 'notebook_namespace']
 
 # %% ../nbs/19_papers.ipynb #ef954928
 PRESETS = ('smoke', 'cpu', 'paper')
@@ -109,6 +109,14 @@ def run_paper(name:str, # a name from `paper_names()`
     return output_notebook
 
 # %% ../nbs/19_papers.ipynb #f5f720e3
+def code_cells(notebook, # a paper notebook: a name of `paper_names()` or the path of an `.ipynb`
+              ) -> tuple[Path, list[str]]:
+    "The notebook's path and the sources of its code cells, in order."
+    path = Path(notebook) if str(notebook).endswith('.ipynb') else papers_dir()/f'{notebook}.ipynb'
+    if not path.is_file():
+        raise FileNotFoundError(f'no notebook {path}; the paper notebooks are {", ".join(paper_names())}')
+    return path, [''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code']
+
 def notebook_namespace(notebook, # a paper notebook: a name of `paper_names()` or the path of an `.ipynb`
                        markers, # strings; every code cell containing one of them runs, in the notebook's order
                        preset:str='cpu', # the notebook's `preset` parameter
@@ -116,10 +124,7 @@ def notebook_namespace(notebook, # a paper notebook: a name of `paper_names()` o
                       ) -> dict:
     "Run the code cells of `notebook` that contain one of `markers` in a fresh namespace (with `preset`, `out_dir`); the namespace."
     if isinstance(markers, str): markers = [markers]
-    path = Path(notebook) if str(notebook).endswith('.ipynb') else papers_dir()/f'{notebook}.ipynb'
-    if not path.is_file():
-        raise FileNotFoundError(f'no notebook {path}; the paper notebooks are {", ".join(paper_names())}')
-    cells = [''.join(c['source']) for c in json.loads(path.read_text())['cells'] if c['cell_type'] == 'code']
+    path, cells = code_cells(notebook)
     missing = [m for m in markers if not any(m in s for s in cells)]
     if missing: raise ValueError(f'{path.name} has no code cell containing {", ".join(map(repr, missing))}')
     ns = dict(preset=preset, out_dir=str(out_dir or tempfile.mkdtemp(prefix=f'{path.stem}-{preset}-')))
