@@ -7,15 +7,20 @@ from ticketlab.core import seed_all
 from ticketlab.data import load_dataset
 from ticketlab.masks import prune_to_density, random_prune
 from ticketlab.models import get_model
-from ticketlab.train import TrainHparams, Trainer, Callback, CancelFitException
+from ticketlab.loader import Loader
+from ticketlab.train import TrainHparams, Trainer, Callback, CancelFitException, BatchFn
 from ticketlab.engine import GroupTrainer, fused_sgd_, pick_engine, engine_probe, resolve_engine, FUSED_MIN_SPEEDUP
 
+# The group and the solo runs are compared in float64 (weights and batches; the code paths are the ones fp32 takes).
+# vmap sums the same products in another order (a batched matmul plus a bias add for addmm, a grouped convolution for a
+# convolution). In float32 that rounding was a few ulps, except where a ReLU's input lies within rounding of zero: on a
+# 2-core AMD EPYC with AVX2 (no AVX512), one pre-activation of the tiny ResNet's member 2 was -7e-8 alone and +1.3e-7 in
+# the group, so that ReLU passed its gradient in one and not the other and a BatchNorm bias's gradient moved by 4%. Such
+# a flip is a property of rounding, not of the engine, and in float64 rounding is ~1e-16, so no input comes that close.
 # Per step, from the solo run's exact state, one group step lands within this normwise relative difference of the solo
-# run's next state: vmap sums the same products in another order (a batched matmul plus a bias add for addmm, a grouped
-# convolution for a convolution), a few float32 ulps of each sum; the worst seen is 5e-6 (BatchNorm gradients of the
-# tiny ResNet), so 2e-5 (about 170 ulps) leaves a 4x margin and would still catch any real difference (a wrong batch,
-# learning rate, mask or BatchNorm statistic moves weights by 1e-3 or more).
-PER_STEP = 2e-5
+# run's next state; the worst seen in float64 is 6e-15 (the tiny ResNet), so 1e-12 leaves a 150x margin, and a real
+# difference (a wrong batch, learning rate, mask or BatchNorm statistic) moves weights by 1e-3 or more.
+PER_STEP = 1e-12
 
 ARCHS = {'lenet': ('digits', 'lenet_300_100', 0.25, False), 'conv4': ('synthetic', 'conv4', 0.25, True),
          'resnet': ('synthetic', 'resnet20', 0.25, True)}
@@ -23,11 +28,16 @@ ARCHS = {'lenet': ('digits', 'lenet_300_100', 0.25, False), 'conv4': ('synthetic
 def setup(arch, lengths=(3, 3, 3)):
     dataset, model, width, augment = ARCHS[arch]
     train, _ = load_dataset(dataset)
-    def net(seed): seed_all(seed); return get_model(model, train.num_classes, train.shape, width=width)
+    def net(seed): seed_all(seed); return get_model(model, train.num_classes, train.shape, width=width).double()
     hps = [TrainHparams(dataset=dataset, model=model, width=width, training_steps=f'{k}it', init_seed=i, data_seed=10 + i,
                         batch_size=32, augment=augment, nesterov=arch == 'resnet', precision='fp32') for i, k in enumerate(lengths)]
     masks = [prune_to_density(net(5), 0.3), None, random_prune(prune_to_density(net(6), 0.5), 3)]
     return train, net, hps, masks
+
+def f64(train, hp) -> BatchFn:
+    "`hp`'s batches (the Loader's, augmentation included) in float64."
+    loader = Loader(train, hp.batch_size, hp.data_seed, augment=hp.augment, device='cpu')
+    return BatchFn(lambda step: (lambda x, y: (x.double(), y))(*loader.batch(step)), loader.iterations_per_epoch)
 
 def rel(a, b) -> float:
     "Normwise relative difference of two tensors (exact equality for integer ones)."
@@ -64,8 +74,8 @@ def test_fused_sgd_is_torch_sgd_bit_for_bit():
 def test_each_group_step_is_the_solo_step(arch):
     train, net, hps, masks = setup(arch)
     keeps = [Keep() for _ in hps]
-    for h, m, k in zip(hps, masks, keeps): Trainer(net(h.init_seed), h, train, mask=m, device='cpu', callbacks=[k]).fit()
-    g = GroupTrainer([net(h.init_seed) for h in hps], hps, train, masks=masks, device='cpu')
+    for h, m, k in zip(hps, masks, keeps): Trainer(net(h.init_seed), h, mask=m, batches=f64(train, h), device='cpu', callbacks=[k]).fit()
+    g = GroupTrainer([net(h.init_seed) for h in hps], hps, masks=masks, batches=[f64(train, h) for h in hps], device='cpu')
     for t in range(3):
         for mb, k in zip(g, keeps): mb.load_state(k.states[t])
         g.fit(t, t + 1)
@@ -79,28 +89,28 @@ def test_each_group_step_is_the_solo_step(arch):
 
 def test_members_of_different_lengths_leave_the_group_with_their_solo_state():
     train, net, hps, masks = setup('lenet', lengths=(4, 2, 6))
-    solo = [Trainer(net(h.init_seed), h, train, mask=m, device='cpu').fit().state() for h, m in zip(hps, masks)]
+    solo = [Trainer(net(h.init_seed), h, mask=m, batches=f64(train, h), device='cpu').fit().state() for h, m in zip(hps, masks)]
     seen = []
     class Active(Callback):
         def after_step(self, t): seen.append((t.step, len(t.group._stacked)))
-    g = GroupTrainer([net(h.init_seed) for h in hps], hps, train, masks=masks, device='cpu', callbacks=[[], [], [Active()]]).fit()
+    g = GroupTrainer([net(h.init_seed) for h in hps], hps, masks=masks, batches=[f64(train, h) for h in hps], device='cpu', callbacks=[[], [], [Active()]]).fit()
     assert [mb.step for mb in g] == [4, 2, 6]
     assert seen == [(1, 3), (2, 3), (3, 2), (4, 2), (5, 1), (6, 1)]          # the group shrinks as members finish
     for s, mb in zip(solo, g): assert worst(s, mb.state()) < 6 * PER_STEP    # a few steps of LeNet: no amplification yet
 
 def test_group_resume_is_bit_identical_and_interchangeable_with_trainer():
     train, net, hps, masks = setup('resnet', lengths=(4, 3, 4))
-    full = GroupTrainer([net(h.init_seed) for h in hps], hps, train, masks=masks, device='cpu').fit()
-    part = GroupTrainer([net(h.init_seed) for h in hps], hps, train, masks=masks, device='cpu').fit(0, 2)
+    full = GroupTrainer([net(h.init_seed) for h in hps], hps, masks=masks, batches=[f64(train, h) for h in hps], device='cpu').fit()
+    part = GroupTrainer([net(h.init_seed) for h in hps], hps, masks=masks, batches=[f64(train, h) for h in hps], device='cpu').fit(0, 2)
     mid = [copy.deepcopy(mb.state()) for mb in part]
-    again = GroupTrainer([net(99) for _ in hps], hps, train, masks=masks, device='cpu')
+    again = GroupTrainer([net(99) for _ in hps], hps, masks=masks, batches=[f64(train, h) for h in hps], device='cpu')
     for mb, st in zip(again, mid): mb.load_state(st)
     again.fit([2, 2, 2])
     for a, b in zip(full, again):
         sa, sb = a.state(), b.state()
         assert all(torch.equal(sa['model'][k], sb['model'][k]) for k in sa['model'])
         assert all(torch.equal(x, momentum(sb)[j]) for j, x in momentum(sa).items())
-    tr = Trainer(net(7), hps[0], train, mask=masks[0], device='cpu')    # a member's state is a Trainer's state
+    tr = Trainer(net(7), hps[0], mask=masks[0], batches=f64(train, hps[0]), device='cpu')    # a member's state is a Trainer's state
     tr.load_state(mid[0]); tr.fit(tr.step)
     assert tr.step == 4 and worst(tr.state(), full[0].state()) < 2 * PER_STEP
 
@@ -109,7 +119,7 @@ def test_cancel_ends_one_member_only():
     class Stop(Callback):
         def after_step(self, t):
             if t.step == 2: raise CancelFitException()
-    g = GroupTrainer([net(h.init_seed) for h in hps], hps, train, device='cpu', callbacks=[[Stop()], []]).fit()
+    g = GroupTrainer([net(h.init_seed) for h in hps], hps, batches=[f64(train, h) for h in hps], device='cpu', callbacks=[[Stop()], []]).fit()
     assert [mb.step for mb in g] == [2, 5]
 
 def test_bad_groups_are_named():
