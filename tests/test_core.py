@@ -47,7 +47,7 @@ def test_step_errors(bad):
 import json, time, torch
 from ticketlab import core
 from ticketlab.core import (resolve_precision, precision_probe, precision_key, memory_format, autocast, time_precisions,
-                            BF16_MIN_SPEEDUP)
+                            layout_name, BF16_MIN_SPEEDUP, LAYOUT_MIN_SPEEDUP)
 
 @pytest.fixture
 def probe_home(tmp_path, monkeypatch):
@@ -55,7 +55,7 @@ def probe_home(tmp_path, monkeypatch):
     monkeypatch.setenv('TICKETLAB_HOME', str(tmp_path))
     monkeypatch.delenv('TICKETLAB_PRECISION', raising=False)
     monkeypatch.setattr(core, '_PROBES', {})
-    calls, times = [], {'fp32': 2.0, 'bf16': 1.0}
+    calls, times = [], {'fp32': 2.0, 'fp32_cl': 2.0, 'bf16': 1.0}
     def fake_timer(): calls.append(dict(times)); return dict(times)
     monkeypatch.setattr(core, 'time_precisions', fake_timer)
     return tmp_path, calls, times
@@ -68,7 +68,8 @@ def test_probe_measures_once_and_caches(probe_home):
     on_disk = json.loads(path.read_text())
     assert on_disk['choice'] == p['choice'] == 'bf16'
     assert (on_disk['fp32_s'], on_disk['bf16_s'], on_disk['torch'], on_disk['cpu']) == (2.0, 1.0, torch.__version__, core.cpu_model())
-    assert {'threads', 'date', 'capability', 'speedup', 'min_speedup'} <= set(on_disk)
+    assert {'threads', 'date', 'capability', 'speedup', 'min_speedup', 'min_layout_speedup'} <= set(on_disk)
+    assert (on_disk['fp32_contiguous_s'], on_disk['fp32_channels_last_s'], on_disk['fp32_layout']) == (2.0, 2.0, 'contiguous')
     assert precision_probe('cpu') == p and resolve_precision('auto', 'cpu') == 'bf16' and len(calls) == 1
     core._PROBES.clear()                                     # a new process: reads the file, does not measure
     assert precision_probe('cpu')['choice'] == 'bf16' and len(calls) == 1
@@ -98,6 +99,70 @@ def test_corrupt_cache_is_measured_again(probe_home):
     assert precision_probe('cpu')['choice'] == 'bf16' and len(calls) == 1
     assert json.loads(path.read_text())['choice'] == 'bf16'
 
+def test_cache_without_a_layout_is_measured_again(probe_home):
+    "A probe cached before the fp32 layout was measured (no fp32_layout) is measured anew, and the layout is kept."
+    home, calls, _ = probe_home
+    path = home/'precision'/f'{precision_key()}.json'
+    path.parent.mkdir(parents=True); path.write_text(json.dumps(dict(choice='fp32', fp32_s=1.0, bf16_s=2.0)))
+    assert precision_probe('cpu')['fp32_layout'] == 'contiguous' and len(calls) == 1
+    assert json.loads(path.read_text())['fp32_layout'] == 'contiguous'
+
+@pytest.mark.parametrize('fp32_s,fp32_cl_s,bf16_s,layout,choice', [
+    (2.0, 1.0, 1.0, 'channels_last', 'fp32'),          # bf16 is compared with fp32 in fp32's faster layout: a tie, fp32
+    (2.0, 1.0, 0.5, 'channels_last', 'bf16'),
+    (1.0, 1.0/(LAYOUT_MIN_SPEEDUP*0.99), 5.0, 'contiguous', 'fp32'),   # channels_last must be clearly faster
+    (1.0, 1.0/(LAYOUT_MIN_SPEEDUP*1.01), 5.0, 'channels_last', 'fp32'),
+    (1.0, 2.0, 5.0, 'contiguous', 'fp32')])
+def test_fp32_layout_follows_the_measurement(probe_home, monkeypatch, fp32_s, fp32_cl_s, bf16_s, layout, choice):
+    _, calls, times = probe_home
+    times.update(fp32=fp32_s, fp32_cl=fp32_cl_s, bf16=bf16_s)
+    p = precision_probe('cpu')
+    assert (p['fp32_layout'], p['choice'], len(calls)) == (layout, choice, 1)
+    assert p['fp32_s'] == (fp32_cl_s if layout == 'channels_last' else fp32_s)
+    want = torch.channels_last if choice == 'bf16' or layout == 'channels_last' else torch.contiguous_format
+    assert memory_format('auto', 'cpu') == want
+    assert memory_format('fp32', 'cpu') == torch.contiguous_format                # explicit fp32: contiguous, as always
+    assert memory_format('auto', 'cpu', 'contiguous') == torch.contiguous_format  # a fixed layout wins
+    monkeypatch.setenv('TICKETLAB_PRECISION', 'fp32')
+    assert memory_format('auto', 'cpu') == torch.contiguous_format                # pinned by the environment: not measured
+
+def test_trainer_and_run_record_the_layout(probe_home, monkeypatch):
+    "The trainer uses the measured fp32 layout under 'auto', a run records it, and resuming in another layout warns."
+    from ticketlab.train import Trainer, TrainHparams
+    from ticketlab.runs import train_run
+    from ticketlab.store import Store
+    home, calls, times = probe_home
+    times.update(fp32=2.0, fp32_cl=1.0, bf16=4.0)
+    hp = TrainHparams(model='conv2', dataset='synthetic', training_steps='2it', batch_size=8)
+    from ticketlab.data import load_dataset
+    from ticketlab.models import get_model
+    train, _ = load_dataset('synthetic')
+    t = Trainer(get_model('conv2', train.num_classes, train.shape), hp, train, device='cpu')
+    assert (t.precision, t.layout) == ('fp32', 'channels_last')
+    assert next(p for p in t.model.parameters() if p.ndim == 4).is_contiguous(memory_format=torch.channels_last)
+    t = Trainer(get_model('conv2', train.num_classes, train.shape), hp.replace(precision='fp32'), train, device='cpu')
+    assert t.layout == 'contiguous'
+    run = train_run(hp, Store(home/'runs'), progress=False)
+    assert run.record()['resolved_layout'] == run.summary()['layout'] == 'channels_last'
+
+def test_resuming_in_another_layout_warns(probe_home):
+    "A run begun in one fp32 layout and resumed in the other (the probe measured again) says so, naming the fix."
+    import warnings
+    from ticketlab.train import Callback, TrainHparams
+    from ticketlab.runs import train_run
+    from ticketlab.store import Store
+    home, _, times = probe_home
+    class Crash(Callback):
+        def after_step(self, t):
+            if t.step == 4: raise KeyboardInterrupt
+    hp, store = TrainHparams(training_steps='8it', batch_size=64), Store(home/'runs')
+    times.update(fp32=2.0, fp32_cl=1.0, bf16=4.0)
+    with pytest.raises(KeyboardInterrupt): train_run(hp, store, progress=False, save_every='2it', callbacks=[Crash()])
+    times.update(fp32=1.0, fp32_cl=2.0)
+    assert precision_probe('cpu', refresh=True)['fp32_layout'] == 'contiguous'
+    with pytest.warns(UserWarning, match="began in channels_last memory and resumes in contiguous.*pass layout='channels_last'"):
+        run = train_run(hp, store, progress=False, save_every='2it')
+    assert run.summary()['layout'] == 'contiguous' and run.record()['resolved_layout'] == 'channels_last'
 def test_key_names_cpu_model_and_torch_version(probe_home, monkeypatch):
     _, calls, _ = probe_home
     k0 = precision_key()
@@ -117,7 +182,7 @@ def test_auto_follows_the_measurement(probe_home, fp32_s, bf16_s, want):
     _, calls, times = probe_home
     times.update(fp32=fp32_s, bf16=bf16_s)
     assert resolve_precision('auto', 'cpu') == want and len(calls) == 1
-    assert memory_format('auto', 'cpu') == (torch.channels_last if want == 'bf16' else torch.contiguous_format)
+    assert memory_format('auto', 'cpu') == (torch.channels_last if want == 'bf16' else torch.contiguous_format)   # fp32 layouts tie: contiguous
     with autocast('auto', 'cpu'): dt = (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
     assert dt == (torch.bfloat16 if want == 'bf16' else torch.float32)
 
@@ -156,7 +221,7 @@ def test_time_precisions_is_real_and_harmless():
     "The real measurement (one step of each): positive times, the global RNG untouched, fine under no_grad."
     s = torch.random.get_rng_state()
     with torch.no_grad(): t = time_precisions(budget=0, max_reps=1)
-    assert set(t) == {'fp32', 'bf16'} and min(t.values()) > 0
+    assert set(t) == {'fp32', 'fp32_cl', 'bf16'} and min(t.values()) > 0
     assert torch.equal(torch.random.get_rng_state(), s)
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np, torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'BF16_MIN_SPEEDUP', 'SMALL_STEP_MACS', 'ticketlab_home', 'atomic_write', 'atomic_torch_save',
-           'derive_seed', 'make_generator', 'seed_all', 'Step', 'default_device', 'cpu_model', 'cpu_has_amx',
-           'precision_key', 'time_precisions', 'precision_probe', 'resolve_precision', 'autocast', 'memory_format',
-           'macs_per_example', 'cpu_threads', 'thread_policy', 'hp', 'Hparams', 'CLIParser', 'cli_error']
+__all__ = ['PRECISIONS', 'BF16_MIN_SPEEDUP', 'LAYOUT_MIN_SPEEDUP', 'FP32_LAYOUTS', 'LAYOUTS', 'SMALL_STEP_MACS', 'ticketlab_home',
+           'atomic_write', 'atomic_torch_save', 'derive_seed', 'make_generator', 'seed_all', 'Step', 'default_device',
+           'cpu_model', 'cpu_has_amx', 'precision_key', 'time_precisions', 'precision_probe', 'resolve_precision',
+           'autocast', 'memory_format', 'layout_name', 'macs_per_example', 'cpu_threads', 'thread_policy', 'hp',
+           'Hparams', 'CLIParser', 'cli_error']
 
 # %% ../nbs/00_core.ipynb #8eb32f0f
 def ticketlab_home() -> Path:
@@ -160,8 +161,8 @@ def _probe_net() -> torch.nn.Module:
 def time_precisions(budget:float=1.0, # seconds of timed steps, once each precision has at least 3
                     max_reps:int=7, # timed steps of each precision at most
                     batch_size:int=16) -> dict:
-    "Median seconds of a small conv net's training step on the CPU in `fp32` and in `bf16` (autocast + channels_last)."
-    fmt = dict(fp32=torch.contiguous_format, bf16=torch.channels_last)
+    "Median seconds of a small conv net's training step on the CPU: `fp32` (contiguous), `fp32_cl` (channels_last), `bf16` (autocast + channels_last)."
+    fmt = dict(fp32=torch.contiguous_format, fp32_cl=torch.channels_last, bf16=torch.channels_last)
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():
         torch.manual_seed(0)
         x = torch.randn(batch_size, 16, 32, 32)
@@ -174,13 +175,15 @@ def time_precisions(budget:float=1.0, # seconds of timed steps, once each precis
         for p in nets: step(p)   # untimed: oneDNN builds its kernels on first use
         ts, start = {p: [] for p in nets}, time.perf_counter()
         for i in range(max_reps):
-            for p in (('fp32', 'bf16') if i % 2 == 0 else ('bf16', 'fp32')):
+            for p in (list(nets) if i % 2 == 0 else list(nets)[::-1]):
                 t0 = time.perf_counter(); step(p); ts[p].append(time.perf_counter() - t0)
             if i >= 2 and time.perf_counter() - start > budget: break
     return {p: float(np.median(v)) for p, v in ts.items()}
 
 # %% ../nbs/00_core.ipynb #f73a09b2
 BF16_MIN_SPEEDUP = 1.15   # on a CPU, 'auto' is bf16 only if the probe measured it at least this much faster than fp32
+LAYOUT_MIN_SPEEDUP = 1.05 # and fp32 under 'auto' runs in channels_last only if measured at least this much faster than contiguous
+FP32_LAYOUTS = ('contiguous', 'channels_last')
 _PROBES = {}              # this process's memo: cache path -> probe
 
 @contextlib.contextmanager
@@ -199,7 +202,7 @@ def _probe_lock(path:Path):
 def precision_probe(device=None, # default: `default_device()`
                     refresh:bool=False, # measure again and replace the cached result
                    ) -> dict:
-    "What `'auto'` means on `device` and why; on a CPU a one-time fp32-vs-bf16 measurement, cached per CPU and torch."
+    "What `'auto'` means on `device` and why; on a CPU a one-time measurement of fp32 (both layouts) and bf16, cached per CPU and torch."
     device = torch.device(device or default_device())
     if device.type == 'cuda':
         ok = torch.cuda.is_bf16_supported()
@@ -211,11 +214,14 @@ def precision_probe(device=None, # default: `default_device()`
         r = None
         if not refresh:
             with contextlib.suppress(OSError, ValueError): r = json.loads(path.read_text())
-        if not isinstance(r, dict) or r.get('choice') not in ('fp32', 'bf16'):
+        if not isinstance(r, dict) or r.get('choice') not in ('fp32', 'bf16') or r.get('fp32_layout') not in FP32_LAYOUTS:
             t = time_precisions()
+            layout = 'channels_last' if t['fp32']/t['fp32_cl'] >= LAYOUT_MIN_SPEEDUP else 'contiguous'
+            fp32_s = t['fp32_cl'] if layout == 'channels_last' else t['fp32']
             r = dict(key=path.stem, cpu=cpu_model(), torch=torch.__version__, capability=torch.backends.cpu.get_cpu_capability(),
-                     amx=cpu_has_amx(), threads=torch.get_num_threads(), fp32_s=t['fp32'], bf16_s=t['bf16'],
-                     speedup=t['fp32']/t['bf16'], min_speedup=BF16_MIN_SPEEDUP, date=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
+                     amx=cpu_has_amx(), threads=torch.get_num_threads(), fp32_contiguous_s=t['fp32'], fp32_channels_last_s=t['fp32_cl'],
+                     fp32_layout=layout, min_layout_speedup=LAYOUT_MIN_SPEEDUP, fp32_s=fp32_s, bf16_s=t['bf16'],
+                     speedup=fp32_s/t['bf16'], min_speedup=BF16_MIN_SPEEDUP, date=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
             r['choice'] = 'bf16' if r['speedup'] >= BF16_MIN_SPEEDUP else 'fp32'
             with contextlib.suppress(OSError), atomic_write(path, 'w') as f: json.dump(r, f, indent=1)
     _PROBES[str(path)] = r = dict(r, device='cpu', source='measured', path=str(path))
@@ -239,9 +245,28 @@ def autocast(precision:str, device=None):
     if resolve_precision(precision, device) == 'fp32': return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
-def memory_format(precision:str, device=None):
-    "`channels_last` under bf16, where convolutions are fastest in it; contiguous otherwise."
-    return torch.channels_last if resolve_precision(precision, device) == 'bf16' else torch.contiguous_format
+def _measured(device:torch.device) -> bool:
+    "Whether `'auto'` on `device` is decided by the probe's measurement (a CPU, no `TICKETLAB_PRECISION` fixing it)."
+    return device.type == 'cpu' and os.environ.get('TICKETLAB_PRECISION', '').strip().lower() in ('', 'auto')
+
+LAYOUTS = ('auto', 'contiguous', 'channels_last')
+_FORMATS = dict(contiguous=torch.contiguous_format, channels_last=torch.channels_last)
+
+def memory_format(precision:str, # 'auto', 'fp32' or 'bf16', as asked for (not yet resolved)
+                  device=None,
+                  layout:str='auto', # 'contiguous' or 'channels_last' fix it; 'auto' follows the precision (and the probe)
+                  ) -> torch.memory_format:
+    "`channels_last` under bf16; under fp32, contiguous, unless `'auto'` measured `channels_last` faster for fp32 on this CPU."
+    if layout not in LAYOUTS: raise ValueError(f'unknown layout {layout!r}; choose one of {", ".join(LAYOUTS)}')
+    if layout != 'auto': return _FORMATS[layout]
+    device = torch.device(device or default_device())
+    if resolve_precision(precision, device) == 'bf16': return torch.channels_last
+    if precision == 'auto' and _measured(device): return _FORMATS[precision_probe(device)['fp32_layout']]
+    return torch.contiguous_format
+
+def layout_name(fmt:torch.memory_format) -> str:
+    "'channels_last' or 'contiguous': how a run records the memory format it used."
+    return 'channels_last' if fmt == torch.channels_last else 'contiguous'
 
 # %% ../nbs/00_core.ipynb #a77b7cdb
 SMALL_STEP_MACS = 100_000_000   # below this many multiply-adds per training step, train on one CPU thread (benchmarks/threads.py)

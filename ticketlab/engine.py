@@ -45,6 +45,7 @@ class Member:
     def __init__(self, group, i:int, model:nn.Module, hp:TrainHparams, loader, lr_fn, mask:Mask|None, callbacks): # group: its `GroupTrainer`
         self.group, self.i, self._model, self.hp, self.loader, self.lr_fn, self.mask = group, i, model, hp, loader, lr_fn, mask
         self.ipe, self.device, self.precision = loader.iterations_per_epoch, group.device, group.precision
+        self.layout = 'contiguous'   # vmap's batched convolutions run on contiguous stacks, whatever `hp.layout` says
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.step, self.end, self.history, self.loss, self.momentum = 0, self.steps(hp.training_steps), [], None, None
         self.finished = False   # reached its end in the current `fit`

@@ -182,16 +182,20 @@ def _more_callbacks(spec:RunSpec, run:Run, t, progress:bool) -> list:
 
 def _resume(spec:RunSpec, run:Run, t, **resolved) -> int:
     "Begin `run` (or find where it stopped): load its newest state into the trainer `t`; the step to start from."
-    run.begin(resolved_precision=t.precision, device=str(t.device), **resolved)
+    run.begin(resolved_precision=t.precision, resolved_layout=t.layout, device=str(t.device), **resolved)
     if spec.mask is not None: run.save_mask(spec.mask)
     state = _latest_state(run)
     if state is None:
         if is_checkpoint(spec.init): t.load_state(spec.init)   # a trainer checkpoint: its optimizer state too
         return t.steps(spec.start)
-    began = run.record().get('resolved_precision')
+    rec = run.record()
+    began, layout = rec.get('resolved_precision'), rec.get('resolved_layout')
     if began not in (None, t.precision):
         warnings.warn(f'{run} began under {began} and resumes under {t.precision} (precision={spec.hparams.precision!r} resolves '
                       f'differently on {t.device} here): the run mixes precisions; pass an explicit precision to avoid it')
+    elif layout not in (None, t.layout):
+        warnings.warn(f'{run} began in {layout} memory and resumes in {t.layout}: its weights will differ in their last bits from '
+                      f'an uninterrupted run\'s; pass layout={layout!r} to avoid it')
     t.load_state(state); t.history = list(state.get('history', []))
     for k, cb in _stateful(t).items():
         if k in state.get('callbacks', {}): cb.load_state_dict(state['callbacks'][k])
@@ -204,7 +208,7 @@ def _finish(run:Run, t, train:ImageData, **extra) -> Run:
     last_test = hist[(hist.split == 'test') & (hist.step == t.step)].iloc[-1]   # EvalCB evaluated it after the fit
     final = {f'train_{k}': v for k, v in evaluate(t.model, train, device=t.device, precision=t.precision).items()}
     final.update(test_loss=float(last_test.loss), test_accuracy=float(last_test.accuracy))
-    run.mark_done(dict(final, step=t.step, precision=t.precision, device=str(t.device), threads=t.threads, **extra))
+    run.mark_done(dict(final, step=t.step, precision=t.precision, layout=t.layout, device=str(t.device), threads=t.threads, **extra))
     (run.path/'resume.pt').unlink(missing_ok=True)
     return run
 

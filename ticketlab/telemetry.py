@@ -134,8 +134,9 @@ def telemetry(run:Run, # a finished run with a checkpoint at step 0 (`dense_run(
     if cache.exists(): return pd.read_csv(cache)
     final = run.weights(run.checkpoint_steps()[-1])
     cb = TelemetryCB(steps, final=final, eval_data=eval_data, eval_steps=eval_steps, track=track, seed=seed)
-    resolved = run.record().get('resolved_precision') or hp.precision
-    tr = Trainer(build_model(hp, train), hp.replace(precision=resolved), train, mask=run.mask(), device=device, callbacks=[cb])
+    rec = run.record()   # replay in the precision and memory layout the run used (older runs recorded no layout: 'auto' gives theirs)
+    resolved = dict(precision=rec.get('resolved_precision') or hp.precision, layout=rec.get('resolved_layout') or hp.layout)
+    tr = Trainer(build_model(hp, train), hp.replace(**resolved), train, mask=run.mask(), device=device, callbacks=[cb])
     tr.load_state(run.load_checkpoint(0))
     tr.fit(0, steps[-1])
     df = cb.frame().assign(epoch=lambda d: d.step / p.iterations_per_epoch)

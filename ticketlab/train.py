@@ -50,6 +50,7 @@ class TrainHparams(Hparams):
     init_seed: int = hp(0, 'seed of the initial weights')
     data_seed: int = hp(0, 'seed of the data order and augmentation')
     precision: str = hp('auto', 'fp32 for exact reproducibility; bf16 autocast; auto picks bf16 where fast', choices=PRECISIONS)
+    layout: str = hp('auto', "memory layout; auto: channels_last under bf16, and under precision='auto' on a CPU the fp32 layout measured faster there", choices=LAYOUTS, hash=False)
     compile: bool = hp(False, 'torch.compile the forward pass (pays off on long GPU runs; costs a minute to compile)', hash=False)
     compile_mode: str = hp('default', "torch.compile's mode; 'reduce-overhead' replays the step as CUDA graphs on a GPU", choices=COMPILE_MODES, hash=False)
     fused_optimizer: str = hp('auto', "torch's fused optimizer kernels; auto: on CUDA only (on the CPU the foreach kernels keep stored runs bit-identical)",
@@ -221,7 +222,8 @@ class Trainer:
                  ):
         self.hp, self.device = hp, torch.device(device or default_device())
         self.precision = resolve_precision(hp.precision, self.device)
-        self.mem = memory_format(self.precision, self.device)
+        self.mem = memory_format(hp.precision, self.device, hp.layout)   # the asked-for precision: 'auto' may measure the fp32 layout
+        self.layout = layout_name(self.mem)
         if 'CUBLAS_WORKSPACE_CONFIG' in (s := determinism_settings(self.device, hp.deterministic)):
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', s['CUBLAS_WORKSPACE_CONFIG'])   # before the first cuBLAS call
         self.model = model.to(self.device, memory_format=self.mem)
