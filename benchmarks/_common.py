@@ -91,3 +91,23 @@ class StepTimer(Callback):
     def after_step(self, t):
         sync(self.device)
         self.times.append((time.perf_counter() - self.t0[0], time.process_time() - self.t0[1]))
+
+
+def step_flops(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor) -> int:
+    "Floating-point operations of one training step's forward and backward (convolutions and matmuls, as torch's FlopCounterMode counts them)."
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops()
+
+
+def matmul_rate(device:torch.device, dtype:torch.dtype=torch.float32, n:int=2048, reps:int=5) -> float:
+    "FLOP/s of an n×n matmul in `dtype` on `device`, the best of `reps` timings: the practical peak that a step's convolutions cannot beat."
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    for _ in range(2): a @ b
+    best = float('inf')
+    for _ in range(reps):
+        sync(device); t0 = time.perf_counter(); a @ b; sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2*n**3/best

@@ -3,7 +3,8 @@
 
 engine:       ticketlab's in-memory uint8 CIFAR-10, `ticketlab.loader.Loader` (batched pad-4 crop + flip on the
               device), `ticketlab.train.Trainer` with precision 'auto' (bf16 autocast + channels_last where
-              `ticketlab.core.precision_probe` measured it faster than fp32, else fp32).
+              `ticketlab.core.precision_probe` measured it faster than fp32, else fp32 in the memory layout the probe
+              measured faster for it).
 conventional: the same images as a torchvision-CIFAR10-style data set (a uint8 array in memory, one PIL image per
               sample; or a torchvision ImageFolder of the JPEG files with `--baseline imagefolder`), per-sample PIL
               transforms (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize), a DataLoader with
@@ -14,7 +15,9 @@ the same number of steps. Each pipeline first runs `--warmup` untimed steps (one
 start-up, the first epoch's order). The timed steps are split into rounds that alternate between the pipelines
 (ABBA order), so that a change in the machine's load hits both alike; every step is timed on its own and the
 median step time gives the images/s (robust to bursts of other processes' load). The last line printed is
-`ratio: X.XX` = engine images/s / conventional images/s.
+`ratio: X.XX` = engine images/s / conventional images/s. The line before it is the roofline: the step's FLOPs
+(torch's FlopCounterMode) at this machine's matmul rate in the engine's precision give the shortest step that
+precision allows, hence the highest ratio this machine can show against the conventional pipeline measured here.
 
     /work/venv/bin/python benchmarks/train_throughput.py                 # ResNet-20, 40 steps each, batch 128
     /work/venv/bin/python benchmarks/train_throughput.py --threads 1     # on a machine loaded by other jobs
@@ -25,13 +28,13 @@ from pathlib import Path
 
 import numpy as np, torch, torch.nn.functional as F
 
-from ticketlab.core import cpu_has_amx, precision_probe, resolve_precision, seed_all
+from ticketlab.core import LAYOUTS, PRECISIONS, cpu_has_amx, layout_name, memory_format, precision_probe, resolve_precision, seed_all
 from ticketlab.data import find_cifar10_jpeg, load_dataset
 from ticketlab.models import get_model, model_names
 from ticketlab.train import Trainer, TrainHparams
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (StepTimer, abba, add_device_args, busy_cpus, cifar10_or_skip, load_average,  # noqa: E402
-                     machine, pick_device, sync)
+                     machine, matmul_rate, pick_device, step_flops, sync)
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-4  # the same SGD for both pipelines (constant LR: the schedule costs nothing)
 
@@ -47,7 +50,8 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=128, help='examples per step (default 128)')
     p.add_argument('--model', default='resnet20', choices=model_names(), metavar='MODEL',
                    help='architecture (default resnet20); one of ' + ', '.join(model_names()))
-    p.add_argument('--precision', default='auto', choices=('auto', 'fp32', 'bf16'), help="the engine's precision (default auto)")
+    p.add_argument('--precision', default='auto', choices=PRECISIONS, help="the engine's precision (default auto)")
+    p.add_argument('--layout', default='auto', choices=LAYOUTS, help="the engine's memory layout (default auto: what the precision policy picks)")
     add_device_args(p)
     p.add_argument('--workers', type=int, default=1, help="the conventional DataLoader's num_workers (default 1)")
     p.add_argument('--baseline', default='memory', choices=('memory', 'imagefolder'),
@@ -65,7 +69,8 @@ class Engine:
     "ticketlab: uint8 data on the device, `Loader`'s batched augmentation, `Trainer` under the precision policy."
     def __init__(self, train, args, device):
         hp = TrainHparams(dataset='cifar10', model=args.model, batch_size=args.batch_size, optimizer='sgd', lr=LR, momentum=MOMENTUM,
-                          weight_decay=WEIGHT_DECAY, schedule='constant', augment=True, precision=args.precision)
+                          weight_decay=WEIGHT_DECAY, schedule='constant', augment=True, precision=args.precision,
+                          layout=args.layout)
         seed_all(0)
         self.timer = StepTimer(device)
         self.trainer = Trainer(get_model(args.model, train.num_classes, train.shape), hp, train, callbacks=[self.timer], device=device)
@@ -133,6 +138,22 @@ class Conventional:
         self.it = None
 
 
+def roofline(train, args, device, med:dict) -> str:
+    "The ratio's ceiling on this machine: a step's FLOPs at the matmul rate of the engine's precision, against the conventional step."
+    prec = resolve_precision(args.precision, device)
+    seed_all(0)
+    model = get_model(args.model, train.num_classes, train.shape).to(device)
+    x = torch.randn(args.batch_size, *train.shape, device=device)
+    flops = step_flops(model, x, torch.randint(train.num_classes, (args.batch_size,), device=device))
+    dtype = torch.bfloat16 if prec == 'bf16' else torch.float32
+    rate = matmul_rate(device, dtype)
+    floor = flops/rate
+    return (f'roofline: a step is {flops/1e9:.1f} GFLOP of convolutions and matmuls (forward + backward); a {prec} 2048x2048 matmul runs at '
+            f'{rate/1e9:.0f} GFLOP/s here, so no {prec} step takes less than {1000*floor:.0f} ms and the ratio cannot exceed '
+            f'{med["conventional"]/floor:.2f}; the engine reaches {flops/med["engine"]/1e9:.0f} GFLOP/s ({flops/med["engine"]/rate:.0%} of that '
+            f'rate), the conventional pipeline {flops/med["conventional"]/1e9:.0f} GFLOP/s')
+
+
 def _fmt(secs, bs): return f'{bs/secs:8.1f} images/s ({1000*secs:6.1f} ms/step)'
 
 
@@ -149,12 +170,14 @@ def main(argv=None):
     print(f'amx (torch): {cpu_has_amx()}')
     pr = precision_probe(device)
     if pr.get('source') == 'measured':
-        print(f"precision probe ({pr['date']}, {pr['threads']} threads): conv step fp32 {1000*pr['fp32_s']:.1f} ms, bf16 {1000*pr['bf16_s']:.1f} ms, "
-              f"bf16 speedup {pr['speedup']:.2f}x (needs {pr['min_speedup']}) -> auto = {pr['choice']}")
+        print(f"precision probe ({pr['date']}, {pr['threads']} threads): conv step fp32 {1000*pr['fp32_contiguous_s']:.1f} ms contiguous, "
+              f"{1000*pr['fp32_channels_last_s']:.1f} ms channels_last (needs {pr['min_layout_speedup']}x) -> {pr['fp32_layout']}; "
+              f"bf16 {1000*pr['bf16_s']:.1f} ms, bf16 speedup {pr['speedup']:.2f}x (needs {pr['min_speedup']}) -> auto = {pr['choice']}")
     else: print(f"precision probe: {pr['source']} -> auto = {pr['choice']}")
     if os.environ.get('TICKETLAB_PRECISION'): print(f"TICKETLAB_PRECISION={os.environ['TICKETLAB_PRECISION']} overrides the probe for 'auto'")
     print(f'model: {args.model}  batch size: {bs}  timed steps: {args.steps} per pipeline in {args.rounds} alternating rounds  warmup: {args.warmup}')
-    print(f'engine:       ticketlab Loader (on-device crop+flip) + Trainer, precision {args.precision} -> {resolve_precision(args.precision, device)}')
+    print(f'engine:       ticketlab Loader (on-device crop+flip) + Trainer, precision {args.precision} -> {resolve_precision(args.precision, device)}, '
+          f'{layout_name(memory_format(args.precision, device, args.layout))} memory')
     print(f'conventional: {args.baseline} dataset + per-sample PIL transforms, DataLoader num_workers={args.workers}, fp32')
 
     with tempfile.TemporaryDirectory(prefix='ticketlab-bench-') as tmp:
@@ -183,6 +206,7 @@ def main(argv=None):
           f'ratio {mean["conventional"]/mean["engine"]:.2f}')
     print(f'engine:       {_fmt(med["engine"], bs)}  median of {n} steps')
     print(f'conventional: {_fmt(med["conventional"], bs)}  median of {n} steps')
+    print(roofline(train, args, device, med))
     print(f'ratio: {med["conventional"]/med["engine"]:.2f}')
 
 
