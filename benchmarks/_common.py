@@ -92,6 +92,12 @@ class StepTimer(Callback):
         sync(self.device)
         self.times.append((time.perf_counter() - self.t0[0], time.process_time() - self.t0[1]))
 
+    def steps(self, t, n:int) -> list[float]:
+        "Train the Trainer `t`, which has this timer among its callbacks, `n` more steps; the wall seconds of each."
+        self.times = []
+        t.fit(start=t.step, end=t.step + n)
+        return [wall for wall, _ in self.times]
+
 
 def step_flops(model:torch.nn.Module, x:torch.Tensor, y:torch.Tensor) -> int:
     "Floating-point operations of one training step's forward and backward (convolutions and matmuls, as torch's FlopCounterMode counts them)."

@@ -80,13 +80,6 @@ def trainer(train, args, device, tuned:bool):
     return t, timer
 
 
-def run(t, timer, n:int) -> list[float]:
-    "Train `n` more steps; their wall seconds."
-    timer.times = []
-    t.fit(start=t.step, end=t.step + n)
-    return [wall for wall, _ in timer.times]
-
-
 def goal(name:str, value:float, target:float, unit:str, higher:bool=True, digits:int=1) -> str:
     "One line: the measured value against the goal, met or not, and the factor between them."
     met = value >= target if higher else value <= target
@@ -114,12 +107,12 @@ def main(argv=None):
           f'fused optimizer {bool(t.opt.param_groups[0]["fused"])}, compile {args.compile_mode}, CUDA graphs {t._graphs}')
     print('eager: precision fp32, contiguous, foreach optimizer, no compile')
     t0 = time.perf_counter()
-    for k, (tr, timer) in paths.items(): run(tr, timer, warm)
+    for k, (tr, timer) in paths.items(): timer.steps(tr, warm)
     print(f'warmup (compilation included): {time.perf_counter() - t0:.1f} s')
     times = {k: [] for k in paths}
     ends = [(r*args.steps)//args.rounds for r in range(args.rounds + 1)]
     for r in range(args.rounds):
-        for k in abba(list(paths), r): times[k] += run(*paths[k], ends[r+1] - ends[r])
+        for k in abba(list(paths), r): times[k] += paths[k][1].steps(paths[k][0], ends[r+1] - ends[r])
     med = {k: float(np.median(v)) for k, v in times.items()}
     ips = {k: args.batch_size / med[k] for k in med}
     for k in paths: print(f'{k:>6s}: {ips[k]:10,.1f} images/s ({1000*med[k]:7.2f} ms/step, median of {len(times[k])})')

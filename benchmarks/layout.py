@@ -56,13 +56,6 @@ def trainer(train, args, device, layout:str) -> tuple[Trainer, StepTimer]:
     return Trainer(get_model(args.model, train.num_classes, train.shape), hp, train, callbacks=[timer], device=device), timer
 
 
-def run(t:Trainer, timer:StepTimer, n:int) -> list[float]:
-    "Train `n` more steps; their wall times in seconds."
-    timer.times = []
-    t.fit(start=t.step, end=t.step + n)
-    return [wall for wall, _ in timer.times]
-
-
 def main(argv=None):
     args = parse_args(argv)
     src = cifar10_or_skip('layout')
@@ -80,13 +73,13 @@ def main(argv=None):
     print(f'model: {args.model}  batch size: {bs}  fp32  timed steps: {args.steps} per layout in {args.rounds} alternating rounds  '
           f'warmup: {args.warmup}')
     pipes = {k: trainer(train, args, device, k) for k in LAYOUTS}
-    for t, timer in pipes.values(): run(t, timer, args.warmup)
+    for t, timer in pipes.values(): timer.steps(t, args.warmup)
     print(f'other processes kept {busy:.1f} cpus busy at the start; load average {load_average()}' if busy is not None
           else f'load average before: {load_average()}')
     times = {k: [] for k in pipes}
     ends = [(r*args.steps)//args.rounds for r in range(args.rounds + 1)]
     for r in range(args.rounds):
-        for k in abba(pipes, r): times[k] += run(*pipes[k], ends[r+1] - ends[r])
+        for k in abba(pipes, r): times[k] += pipes[k][1].steps(pipes[k][0], ends[r+1] - ends[r])
     print(f'load average after: {load_average()}')
     med = {k: float(np.median(v)) for k, v in times.items()}
     for k in LAYOUTS: print(f'{k:14s} {bs/med[k]:8.1f} images/s ({1000*med[k]:6.1f} ms/step)  median of {len(times[k])} steps')

@@ -59,9 +59,7 @@ class Pipe:
 
     def run(self, n:int) -> list[float]:
         "Train `n` more steps; their times in seconds."
-        self.timer.times = []
-        self.trainer.fit(start=self.trainer.step, end=self.trainer.step + n)
-        return [wall for wall, _ in self.timer.times]
+        return self.timer.steps(self.trainer, n)
 
 
 def main(argv=None):
