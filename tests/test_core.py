@@ -47,7 +47,12 @@ def test_step_errors(bad):
 import json, time, torch
 from ticketlab import core
 from ticketlab.core import (resolve_precision, precision_probe, precision_key, memory_format, autocast, time_precisions,
-                            layout_name, BF16_MIN_SPEEDUP, LAYOUT_MIN_SPEEDUP)
+                            BF16_MIN_SPEEDUP, LAYOUT_MIN_SPEEDUP)
+from ticketlab.data import load_dataset
+from ticketlab.models import get_model
+from ticketlab.runs import train_run
+from ticketlab.store import Store
+from ticketlab.train import Callback, Trainer, TrainHparams
 
 @pytest.fixture
 def probe_home(tmp_path, monkeypatch):
@@ -126,16 +131,11 @@ def test_fp32_layout_follows_the_measurement(probe_home, monkeypatch, fp32_s, fp
     monkeypatch.setenv('TICKETLAB_PRECISION', 'fp32')
     assert memory_format('auto', 'cpu') == torch.contiguous_format                # pinned by the environment: not measured
 
-def test_trainer_and_run_record_the_layout(probe_home, monkeypatch):
-    "The trainer uses the measured fp32 layout under 'auto', a run records it, and resuming in another layout warns."
-    from ticketlab.train import Trainer, TrainHparams
-    from ticketlab.runs import train_run
-    from ticketlab.store import Store
-    home, calls, times = probe_home
+def test_trainer_and_run_record_the_layout(probe_home):
+    "The trainer uses the measured fp32 layout under 'auto' (an explicit fp32 stays contiguous), and a run records it."
+    home, _, times = probe_home
     times.update(fp32=2.0, fp32_cl=1.0, bf16=4.0)
     hp = TrainHparams(model='conv2', dataset='synthetic', training_steps='2it', batch_size=8)
-    from ticketlab.data import load_dataset
-    from ticketlab.models import get_model
     train, _ = load_dataset('synthetic')
     t = Trainer(get_model('conv2', train.num_classes, train.shape), hp, train, device='cpu')
     assert (t.precision, t.layout) == ('fp32', 'channels_last')
@@ -147,10 +147,6 @@ def test_trainer_and_run_record_the_layout(probe_home, monkeypatch):
 
 def test_resuming_in_another_layout_warns(probe_home):
     "A run begun in one fp32 layout and resumed in the other (the probe measured again) says so, naming the fix."
-    import warnings
-    from ticketlab.train import Callback, TrainHparams
-    from ticketlab.runs import train_run
-    from ticketlab.store import Store
     home, _, times = probe_home
     class Crash(Callback):
         def after_step(self, t):
@@ -163,6 +159,7 @@ def test_resuming_in_another_layout_warns(probe_home):
     with pytest.warns(UserWarning, match="began in channels_last memory and resumes in contiguous.*pass layout='channels_last'"):
         run = train_run(hp, store, progress=False, save_every='2it')
     assert run.summary()['layout'] == 'contiguous' and run.record()['resolved_layout'] == 'channels_last'
+
 def test_key_names_cpu_model_and_torch_version(probe_home, monkeypatch):
     _, calls, _ = probe_home
     k0 = precision_key()

@@ -227,12 +227,16 @@ def precision_probe(device=None, # default: `default_device()`
     _PROBES[str(path)] = r = dict(r, device='cpu', source='measured', path=str(path))
     return dict(r)
 
+def _env_precision() -> str:
+    "`TICKETLAB_PRECISION`, stripped and lower-cased ('' when unset)."
+    return os.environ.get('TICKETLAB_PRECISION', '').strip().lower()
+
 def resolve_precision(precision:str, # 'auto', 'fp32' or 'bf16'
                       device=None) -> str:
     "The concrete precision ('fp32' or 'bf16') that `precision` means on `device`."
     if precision not in PRECISIONS: raise ValueError(f'unknown precision {precision!r}; choose one of {", ".join(PRECISIONS)}')
     if precision != 'auto': return precision
-    env = os.environ.get('TICKETLAB_PRECISION', '').strip().lower()
+    env = _env_precision()
     if env not in ('', 'auto'):
         if env not in PRECISIONS: raise ValueError(f'TICKETLAB_PRECISION={env!r}: choose one of {", ".join(PRECISIONS)}, or unset it')
         return env
@@ -244,10 +248,6 @@ def autocast(precision:str, device=None):
     device = torch.device(device or default_device())
     if resolve_precision(precision, device) == 'fp32': return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-def _measured(device:torch.device) -> bool:
-    "Whether `'auto'` on `device` is decided by the probe's measurement (a CPU, no `TICKETLAB_PRECISION` fixing it)."
-    return device.type == 'cpu' and os.environ.get('TICKETLAB_PRECISION', '').strip().lower() in ('', 'auto')
 
 LAYOUTS = ('auto', 'contiguous', 'channels_last')
 _FORMATS = dict(contiguous=torch.contiguous_format, channels_last=torch.channels_last)
@@ -261,7 +261,8 @@ def memory_format(precision:str, # 'auto', 'fp32' or 'bf16', as asked for (not y
     if layout != 'auto': return _FORMATS[layout]
     device = torch.device(device or default_device())
     if resolve_precision(precision, device) == 'bf16': return torch.channels_last
-    if precision == 'auto' and _measured(device): return _FORMATS[precision_probe(device)['fp32_layout']]
+    if precision == 'auto' and device.type == 'cpu' and _env_precision() in ('', 'auto'):   # fp32 chosen by the probe's measurement
+        return _FORMATS[precision_probe(device)['fp32_layout']]
     return torch.contiguous_format
 
 def layout_name(fmt:torch.memory_format) -> str:
