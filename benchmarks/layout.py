@@ -20,15 +20,12 @@ from pathlib import Path
 
 import numpy as np, torch
 
-from ticketlab.core import precision_probe, seed_all
+from ticketlab.core import FP32_LAYOUTS, precision_probe, seed_all
 from ticketlab.data import load_dataset
 from ticketlab.models import get_model, model_names
 from ticketlab.train import Trainer, TrainHparams
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import StepTimer, abba, add_device_args, busy_cpus, cifar10_or_skip, load_average, machine, pick_device  # noqa: E402
-
-LAYOUTS = ('contiguous', 'channels_last')
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog='layout', description=__doc__.split('\n')[0])
@@ -72,7 +69,7 @@ def main(argv=None):
               f"{pr['fp32_layout']}")
     print(f'model: {args.model}  batch size: {bs}  fp32  timed steps: {args.steps} per layout in {args.rounds} alternating rounds  '
           f'warmup: {args.warmup}')
-    pipes = {k: trainer(train, args, device, k) for k in LAYOUTS}
+    pipes = {k: trainer(train, args, device, k) for k in FP32_LAYOUTS}
     for t, timer in pipes.values(): timer.steps(t, args.warmup)
     print(f'other processes kept {busy:.1f} cpus busy at the start; load average {load_average()}' if busy is not None
           else f'load average before: {load_average()}')
@@ -82,7 +79,7 @@ def main(argv=None):
         for k in abba(pipes, r): times[k] += pipes[k][1].steps(pipes[k][0], ends[r+1] - ends[r])
     print(f'load average after: {load_average()}')
     med = {k: float(np.median(v)) for k, v in times.items()}
-    for k in LAYOUTS: print(f'{k:14s} {bs/med[k]:8.1f} images/s ({1000*med[k]:6.1f} ms/step)  median of {len(times[k])} steps')
+    for k in FP32_LAYOUTS: print(f'{k:14s} {bs/med[k]:8.1f} images/s ({1000*med[k]:6.1f} ms/step)  median of {len(times[k])} steps')
     print(f'ratio: {med["contiguous"]/med["channels_last"]:.2f}')
 
 

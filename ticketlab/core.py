@@ -249,8 +249,8 @@ def autocast(precision:str, device=None):
     if resolve_precision(precision, device) == 'fp32': return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
-LAYOUTS = ('auto', 'contiguous', 'channels_last')
-_FORMATS = dict(contiguous=torch.contiguous_format, channels_last=torch.channels_last)
+LAYOUTS = ('auto', *FP32_LAYOUTS)
+_FORMATS = dict(zip(FP32_LAYOUTS, (torch.contiguous_format, torch.channels_last)))
 
 def memory_format(precision:str, # 'auto', 'fp32' or 'bf16', as asked for (not yet resolved)
                   device=None,
